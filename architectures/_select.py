@@ -1,0 +1,27 @@
+"""``architectures.select(name, opt)``: build a backbone by name and apply its suffixes."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from architectures import REGISTRY, parse_name
+from architectures._base import EmbeddingNet
+from architectures._timm import PREFIX, build_timm
+
+
+def select(name: str, opt) -> nn.Module:
+    """``<base>[_frozen][_normalize]`` or ``timm_<model>[_frozen][_normalize]`` -> ``EmbeddingNet``.
+
+    ``_frozen`` (or ``--set_bn_eval``) fixes BatchNorm statistics; ``_normalize``
+    L2-normalises the embeddings. The head is ``model.last_linear``.
+    """
+    base, frozen, normalize = parse_name(name)
+    if base.startswith(PREFIX):
+        model: EmbeddingNet = build_timm(base[len(PREFIX) :], opt)
+    else:
+        model = REGISTRY.get(base).obj(opt)
+    model.normalize = normalize
+    if frozen or getattr(opt, "set_bn_eval", False):
+        model.freeze_bn()
+    model.arch = name
+    return model

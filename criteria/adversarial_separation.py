@@ -1,0 +1,151 @@
+"""Adversarial separation of sub-embeddings (Milbich, Roth et al. 2020, DiVA), as a standalone criterion."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import criteria
+from criteria import register
+from criteria._base import Criterion
+from criteria._common import TRIPLET_MINERS, zero_loss
+from criteria._roth_utils import grad_reverse
+from utilities.errors import UserError
+
+
+def add_args(parser) -> None:
+    parser.add_argument(
+        "--diva_decorrelations",
+        default=["0-1"],
+        nargs="+",
+        type=str,
+        help="directions 'i-j': a regressor predicts chunk j of the embedding from chunk i; the "
+        "embedding is split into max index + 1 equal chunks",
+    )
+    parser.add_argument(
+        "--diva_rho_decorrelation",
+        default=[1500.0],
+        nargs="+",
+        type=float,
+        help="weight per direction (one value applies to all)",
+    )
+    parser.add_argument("--diva_decorrnet_dim", default=512, type=int, help="hidden width of the regressors")
+    parser.add_argument("--diva_decorrnet_lr", default=0.00001, type=float, help="learning rate of the regressors")
+    parser.add_argument("--loss_adversarial_separation_base", default="margin", type=str,
+                        help="criterion trained on the full embedding next to the separation term ('none': separation only)")  # fmt: skip
+
+
+def parse_directions(directions: list[str]) -> list[tuple[int, int]]:
+    out = []
+    for d in directions:
+        parts = d.split("-")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts) or parts[0] == parts[1]:
+            raise UserError(
+                f"--diva_decorrelations entry '{d}' is not 'i-j' with two different chunk indices, e.g. 0-1"
+            )
+        out.append((int(parts[0]), int(parts[1])))
+    return out
+
+
+@register(
+    "adversarial_separation",
+    paper="Milbich, Roth et al. 2020, DiVA: Diverse Visual Feature Aggregation for Deep Metric Learning",
+    flags="--diva_decorrelations, --diva_rho_decorrelation, --diva_decorrnet_dim, --diva_decorrnet_lr, "
+    "--loss_adversarial_separation_base",
+)
+class AdversarialSeparation(Criterion):
+    """L = L_base(x) - sum_{(i->j)} rho_ij * mean_b mean_d ( z_j * normalize(r_ij(z_i)) )^2,
+    z_i = normalize(GR(x^(i))),
+
+    where x^(i) is the i-th of n equal chunks of the embedding, GR the gradient-reversal layer,
+    r_ij a Linear-ReLU-Linear regressor (hidden ``--diva_decorrnet_dim``). The regressors
+    minimise L, i.e. learn to predict chunk j from chunk i; through GR the embedding gets the
+    opposite gradient and makes its chunks mutually unpredictable (decorrelated).
+
+    The separation term is the Roth/DiVA suite's ``adversarial_separation`` with its flags. There
+    it takes a dict of several heads' embeddings and cannot run as a main loss (a ``feature_dict``
+    signature, and ``--diva_*`` flags missing from that parameter file); here the heads are chunks
+    of the one embedding, and ``--loss_adversarial_separation_base`` (default: margin, DiVA's
+    discriminative loss) trains the full embedding, with the (triplet) miner passed to it when it
+    takes one; bases that need the npair or lifted miner are not supported.
+    One weight in ``--diva_rho_decorrelation`` applies to every direction (the original zips the
+    lists and silently drops unmatched directions). Regressors train at ``--diva_decorrnet_lr``
+    without weight decay; the base criterion's own parameter groups are kept.
+    """
+
+    allowed_miners = TRIPLET_MINERS  # those of the default base (margin); see _build_base
+    default_miner = "distance"
+
+    def __init__(self, opt, batchminer=None):
+        super().__init__(opt, batchminer)
+        self.directions = parse_directions(list(opt.diva_decorrelations))
+        weights = [float(w) for w in opt.diva_rho_decorrelation]
+        if len(weights) == 1:
+            weights = weights * len(self.directions)
+        if len(weights) != len(self.directions):
+            raise UserError(f"--diva_rho_decorrelation has {len(weights)} values for {len(self.directions)} "
+                            "--diva_decorrelations; give one weight, or one per direction")  # fmt: skip
+        self.weights = weights
+        dim = int(opt.embed_dim)
+        self.n_chunks = max(max(d) for d in self.directions) + 1
+        if self.n_chunks > dim:
+            raise UserError(f"--diva_decorrelations needs {self.n_chunks} chunks but --embed_dim is {dim}")
+        sizes = [len(c) for c in torch.arange(dim).tensor_split(self.n_chunks)]
+        hidden = int(opt.diva_decorrnet_dim)
+        self.regressors = nn.ModuleDict(
+            {
+                f"{i}-{j}": nn.Sequential(nn.Linear(sizes[i], hidden), nn.ReLU(), nn.Linear(hidden, sizes[j]))
+                for i, j in self.directions
+            }
+        )
+        self.regressor_lr = float(opt.diva_decorrnet_lr)
+        self.base = self._build_base(opt, batchminer)
+
+    @staticmethod
+    def _build_base(opt, batchminer) -> Criterion | None:
+        name = str(getattr(opt, "loss_adversarial_separation_base", "none"))
+        if name == "none":
+            return None
+        if name == "adversarial_separation":
+            raise UserError("--loss_adversarial_separation_base cannot be adversarial_separation itself")
+        cls = criteria.get_class(name)
+        if not cls.allowed_miners:
+            return cls(opt, None)
+        miner_name = getattr(batchminer, "name", None)
+        if miner_name not in cls.allowed_miners:
+            raise UserError(f"base loss '{name}' of adversarial_separation needs --batch_mining one of: "
+                            f"{', '.join(cls.allowed_miners)} (got {miner_name})")  # fmt: skip
+        return cls(opt, batchminer)
+
+    def separation(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The adversarial separation term alone (gradient-reversed into ``embeddings``)."""
+        chunks = [F.normalize(grad_reverse(c), dim=-1) for c in embeddings.tensor_split(self.n_chunks, dim=1)]
+        loss = zero_loss(embeddings)
+        for w, (i, j) in zip(self.weights, self.directions):
+            pred = F.normalize(self.regressors[f"{i}-{j}"](chunks[i]), dim=-1)
+            loss = loss - w * (chunks[j] * pred).pow(2).mean(dim=-1).mean()
+        return loss
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, **tuples) -> torch.Tensor:
+        loss = self.separation(embeddings)
+        if self.base is not None:
+            loss = loss + self.base(embeddings, labels, **tuples)
+        return loss
+
+    def param_groups(self) -> list[dict]:
+        groups = self.base.param_groups() if self.base is not None else []
+        return groups + [{"params": list(self.regressors.parameters()), "lr": self.regressor_lr, "weight_decay": 0.0,
+                          "name": "adversarial_separation_regressors"}]  # fmt: skip
+
+    def prepare(self, model, loader, device) -> None:
+        if self.base is not None:
+            self.base.prepare(model, loader, device)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if self.base is not None:
+            self.base.on_epoch_start(epoch)
+
+    def export(self) -> dict[str, np.ndarray]:
+        return self.base.export() if self.base is not None else {}

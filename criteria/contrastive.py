@@ -1,0 +1,51 @@
+"""Contrastive loss on mined pairs (Hadsell et al. 2006; the Roth et al. 2020 suite's form)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from criteria import register
+from criteria._base import Criterion
+from criteria._common import TRIPLET_MINERS, mine_triplets, pair_distance, zero_loss
+
+
+def add_args(parser) -> None:
+    parser.add_argument(
+        "--loss_contrastive_pos_margin",
+        default=0.0,
+        type=float,
+        help="positive pairs are pulled until their distance is below this",
+    )
+    parser.add_argument("--loss_contrastive_neg_margin", default=1.0, type=float,
+                        help="negative pairs are pushed until their distance exceeds this")  # fmt: skip
+
+
+@register(
+    "contrastive",
+    paper="Hadsell et al. 2006, Dimensionality Reduction by Learning an Invariant Mapping",
+    flags="--loss_contrastive_pos_margin, --loss_contrastive_neg_margin",
+)
+class Contrastive(Criterion):
+    """L = mean_{(a,p)} relu(d_ap - m_pos) + mean_{(a,n)} relu(m_neg - d_an).
+
+    Pairs come from the mined triplets (a, p, n): (a, p) positive, (a, n) negative, each
+    mean over all mined pairs. Plain (not squared) Euclidean distances, as in the Roth
+    suite. Expects L2-normalised embeddings (a ``_normalize`` architecture).
+    """
+
+    allowed_miners = TRIPLET_MINERS
+    default_miner = "distance"
+
+    def __init__(self, opt, batchminer=None):
+        super().__init__(opt, batchminer)
+        self.pos_margin = float(opt.loss_contrastive_pos_margin)
+        self.neg_margin = float(opt.loss_contrastive_neg_margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets=None) -> torch.Tensor:
+        t = mine_triplets(self, embeddings, labels, triplets)
+        if len(t) == 0:
+            return zero_loss(embeddings)
+        d_ap = pair_distance(embeddings, t[:, 0], t[:, 1])
+        d_an = pair_distance(embeddings, t[:, 0], t[:, 2])
+        return F.relu(d_ap - self.pos_margin).mean() + F.relu(self.neg_margin - d_an).mean()

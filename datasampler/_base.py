@@ -1,0 +1,113 @@
+"""Shared machinery of the batch samplers (not a component).
+
+Every sampler draws each epoch's batches from ``numpy.random.default_rng((seed, epoch))``,
+so an epoch's batches depend only on ``--seed`` and the epoch: resuming reproduces them,
+and all DDP ranks draw the same global batch and keep their own contiguous slice of it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from utilities.errors import UserError
+
+
+class BatchSampler(torch.utils.data.Sampler):
+    """Base batch sampler: ``len(labels) // bs`` batches of ``bs`` dataset indices per epoch.
+
+    Subclasses implement ``batches(rng)``, yielding the global batches of one epoch.
+    ``set_epoch(epoch)`` selects the epoch (as ``DistributedSampler``); without it the
+    epoch advances by one on every pass. ``rank`` / ``world_size`` (0 / 1) shard each
+    batch across DDP processes.
+    """
+
+    class_based = False  # batches are (classes x samples per class); see ClassBatchSampler
+
+    def __init__(self, opt, labels):
+        self.labels = np.asarray(labels).astype(np.int64).reshape(-1)
+        self.batch_size = int(opt.bs)
+        self.seed = int(getattr(opt, "seed", 0))
+        self.epoch = 0
+        self.rank, self.world_size = 0, 1
+        if self.batch_size <= 0:
+            raise UserError(f"--bs must be positive, got {self.batch_size}")
+        if len(self.labels) < self.batch_size:
+            raise UserError(f"--bs {self.batch_size} exceeds the {len(self.labels)} training samples; lower --bs")
+        self.n_batches = len(self.labels) // self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def set_distributed(self, rank: int, world_size: int) -> None:
+        """Make this sampler yield rank ``rank``'s slice of every batch."""
+        self.rank, self.world_size = int(rank), int(world_size)
+        _ = self.local_batch_size  # fails early when bs is not divisible
+
+    @property
+    def local_batch_size(self) -> int:
+        if self.batch_size % self.world_size:
+            raise UserError(f"--bs {self.batch_size} is not divisible by the {self.world_size} processes; change --bs")
+        return self.batch_size // self.world_size
+
+    def rng(self, epoch: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed % 2**32, epoch))
+
+    def batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        k = self.local_batch_size
+        for batch in self.batches(self.rng(epoch)):
+            yield batch[self.rank * k : (self.rank + 1) * k].tolist()
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+
+class ClassBatchSampler(BatchSampler):
+    """Base of samplers whose batches hold ``classes_per_batch`` classes with
+    ``samples_per_class`` indices each (``--bs / --samples_per_class`` classes).
+
+    Asked for more classes than exist, it takes every class and fills the batch with
+    more samples per class (a warning says so); ``counts`` holds the per-class numbers.
+    """
+
+    class_based = True
+
+    def __init__(self, opt, labels):
+        super().__init__(opt, labels)
+        self.classes, inverse = np.unique(self.labels, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        self.class_indices = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
+        self.samples_per_class = int(opt.samples_per_class)
+        if self.samples_per_class <= 0:
+            raise UserError(f"--samples_per_class must be positive, got {self.samples_per_class}")
+        wanted = max(1, self.batch_size // self.samples_per_class)
+        self.classes_per_batch = min(wanted, len(self.classes))
+        if wanted > len(self.classes):
+            warnings.warn(
+                f"--bs {self.batch_size} / --samples_per_class {self.samples_per_class} asks for {wanted} classes per "
+                f"batch but the training split has {len(self.classes)}; using all of them with more samples per class",
+                stacklevel=2,
+            )
+        # Per-class sample counts of a batch: spc each, or bs spread evenly when clamped.
+        base, extra = divmod(self.batch_size, self.classes_per_batch)
+        self.counts = np.full(self.classes_per_batch, base)
+        self.counts[:extra] += 1
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One batch: ``classes_per_batch`` distinct classes drawn uniformly, ``counts[i]``
+        distinct images of the i-th (a class with fewer images: each once, then repeats)."""
+        parts = []
+        for c, k in zip(rng.choice(len(self.classes), self.classes_per_batch, replace=False), self.counts):
+            idx = self.class_indices[c]
+            if len(idx) >= k:
+                parts.append(rng.choice(idx, k, replace=False))
+            else:
+                parts.append(np.concatenate([rng.permutation(idx), rng.choice(idx, k - len(idx))]))
+        return np.concatenate(parts)

@@ -1,0 +1,37 @@
+"""Datasets: ``datasets.select(name, opt)`` loads the splits of one dataset.
+
+Returns a dict with the keys ``training`` (train transforms), ``evaluation`` (the
+train images with test transforms), ``validation`` (None unless a validation split
+is requested) and ``testing``; each is a ``torch.utils.data.Dataset`` yielding
+``(image, label, index)`` with integer labels (``training`` labels are 0..C-1).
+A dataset registers ``defaults``: the values its unset flags take (for ``digits``:
+the small CNN without pretrained weights). Add one by writing a module here with
+``@register("name", defaults={...})`` on a loader ``def load(opt) -> dict``.
+"""
+
+from __future__ import annotations
+
+from utilities.registry import Registry, import_submodules
+
+REGISTRY = Registry("dataset", "--dataset")
+register = REGISTRY.register
+
+
+def names() -> list[str]:
+    return REGISTRY.names()
+
+
+def add_args(parser) -> None:
+    REGISTRY.add_args(parser)
+
+
+def defaults(name: str) -> dict:
+    """Flag values that this dataset uses when they are not given explicitly."""
+    return dict(REGISTRY.get(name).meta.get("defaults", {}))
+
+
+def select(name: str, opt) -> dict:
+    return REGISTRY.get(name).obj(opt)
+
+
+import_submodules(__name__, __path__)

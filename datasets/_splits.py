@@ -1,0 +1,152 @@
+"""Train / validation / test assembly shared by every loader.
+
+Protocols (``--split_protocol``):
+
+* ``roth`` (default, Roth et al. 2020): validation only with ``--use_tv_split``; it takes
+  the train classes left after keeping ``int(n_classes * --tv_split_perc)`` of them (a
+  draw seeded by ``--seed``), or with ``--tv_split_by_samples`` the last
+  ``1 - --tv_split_perc`` of each class's images (seeded shuffle). The Roth suite kept the
+  first classes in sorted order; a seeded draw lets seeds vary the split.
+* ``vmf`` (Scott et al. 2021): always a validation split. Class-disjoint datasets hold out
+  the paper's validation classes (exact lists for CUB200 / CARS196 / SOP; on other class
+  counts a RandomState(1234) draw of the same fraction); classification datasets take a
+  stratified 15% of the train images (seed 1234).
+
+Labels: ``training`` labels are 0..C-1 (sorted train classes). ``validation`` and ``testing``
+use the same mapping when all their classes are train classes (classification), else
+their original class ids (class-disjoint retrieval).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from utilities.errors import UserError
+
+VMF_SEED = 1234
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--split_protocol", default="roth", choices=["roth", "vmf"],
+                        help="roth: validation only with --use_tv_split; vmf: the vMF paper's validation classes "
+                             "(CUB/CARS/SOP) or stratified 85/15 split (MNIST/CIFAR), seed 1234")  # fmt: skip
+
+
+def vmf_validation_classes(n_classes: int, exact: dict[int, Sequence[int]], fraction: float) -> np.ndarray:
+    """Positions (in the sorted train classes) held out for validation under the vMF protocol."""
+    if n_classes in exact:
+        return np.asarray(sorted(exact[n_classes]), dtype=np.int64)
+    n_val = min(n_classes - 1, max(1, round(n_classes * fraction)))
+    return np.sort(np.random.RandomState(VMF_SEED).choice(n_classes, n_val, replace=False))
+
+
+def split_by_classes(classes: np.ndarray, keep_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Item indices (train, val): a seeded draw of ``int(n * keep_share)`` classes stays in training."""
+    uniq = np.unique(classes)
+    if len(uniq) < 2:
+        raise UserError(f"cannot split {len(uniq)} train class(es) into train and validation classes; "
+                        "use --tv_split_by_samples")  # fmt: skip
+    n_keep = min(len(uniq) - 1, max(1, int(len(uniq) * keep_share)))
+    kept = np.random.RandomState(seed).permutation(uniq)[:n_keep]
+    in_train = np.isin(classes, kept)
+    return np.flatnonzero(in_train), np.flatnonzero(~in_train)
+
+
+def split_by_samples(classes: np.ndarray, keep_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Item indices (train, val): within each class a seeded ``keep_share`` of the images stays in training."""
+    rng = np.random.RandomState(seed)
+    train, val = [], []
+    for c in np.unique(classes):
+        idx = rng.permutation(np.flatnonzero(classes == c))
+        n_keep = max(1, int(len(idx) * keep_share))
+        train.append(idx[:n_keep])
+        val.append(idx[n_keep:])
+    train_idx, val_idx = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    if len(val_idx) == 0:
+        raise UserError("--tv_split_by_samples left no validation images (too few images per class); "
+                        "lower --tv_split_perc or split by classes")  # fmt: skip
+    return train_idx, val_idx
+
+
+def stratified_split(classes: np.ndarray, test_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified item indices (keep, held_out) with sklearn's ``train_test_split``."""
+    idx, n_classes = np.arange(len(classes)), len(np.unique(classes))
+    # sklearn needs at least one held-out and one kept image per class (matters for tiny fixtures only).
+    n_held = max(n_classes, int(np.ceil(test_share * len(idx))))
+    if len(idx) - n_held < n_classes or np.bincount(np.unique(classes, return_inverse=True)[1]).min() < 2:
+        raise UserError(f"too few images ({len(idx)}) for a stratified split of {n_classes} classes; "
+                        "every class needs at least 2 images")  # fmt: skip
+    keep, held = train_test_split(idx, test_size=n_held, random_state=seed, stratify=classes)
+    return np.sort(keep), np.sort(held)
+
+
+def carve_validation(classes: np.ndarray, opt, classification: bool, vmf_exact: dict[int, Sequence[int]] | None = None,
+                     vmf_fraction: float = 0.15) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
+    """Split the train pool (item class ids ``classes``) into train / validation item indices."""
+    if getattr(opt, "split_protocol", "roth") == "vmf":
+        if classification:
+            return stratified_split(classes, 0.15, VMF_SEED)
+        uniq = np.unique(classes)
+        val_classes = uniq[vmf_validation_classes(len(uniq), vmf_exact or {}, vmf_fraction)]
+        in_val = np.isin(classes, val_classes)
+        return np.flatnonzero(~in_val), np.flatnonzero(in_val)
+    if not getattr(opt, "use_tv_split", False):
+        return np.arange(len(classes)), None
+    share, seed = float(getattr(opt, "tv_split_perc", 0.8)), int(getattr(opt, "seed", 0))
+    if not 0 < share < 1:
+        raise UserError(f"--tv_split_perc must lie in (0, 1), got {share}")
+    if getattr(opt, "tv_split_by_samples", False):
+        return split_by_samples(classes, share, seed)
+    return split_by_classes(classes, share, seed)
+
+
+MakeDataset = Callable[[np.ndarray, np.ndarray, bool, list], object]
+
+
+def assemble(train_items: np.ndarray, train_classes: np.ndarray, test_items: np.ndarray, test_classes: np.ndarray,
+             class_names: Sequence[str], make: MakeDataset, opt, classification: bool = False,
+             vmf_exact: dict[int, Sequence[int]] | None = None, vmf_fraction: float = 0.15,
+             val_items: np.ndarray | None = None, val_classes: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Build the ``training`` / ``evaluation`` / ``validation`` / ``testing`` datasets.
+
+    ``*_items`` are whatever ``make`` turns into images (paths or indices), ``*_classes``
+    the original integer class ids (``class_names[id]`` names a class). ``make(items, labels,
+    train, names)`` builds one split; ``train`` selects train-time transforms. A fixed
+    ``val_items`` (e.g. the digits classification split) bypasses ``carve_validation``.
+    """
+    train_items, train_classes = np.asarray(train_items), np.asarray(train_classes, dtype=np.int64)
+    test_items, test_classes = np.asarray(test_items), np.asarray(test_classes, dtype=np.int64)
+    if val_items is None:
+        tr, va = carve_validation(train_classes, opt, classification, vmf_exact, vmf_fraction)
+        if va is not None:
+            val_items, val_classes = train_items[va], train_classes[va]
+        train_items, train_classes = train_items[tr], train_classes[tr]
+    if len(train_items) == 0:
+        raise UserError("the training split is empty; check the dataset folder and --tv_split_perc")
+    uniq = np.unique(train_classes)
+    mapping = {int(c): i for i, c in enumerate(uniq)}
+    train_names = [class_names[c] for c in uniq]
+
+    def relabel(classes: np.ndarray) -> tuple[np.ndarray, list]:
+        if set(np.unique(classes).tolist()) <= set(mapping):
+            return np.array([mapping[int(c)] for c in classes], dtype=np.int64), train_names
+        return classes, list(class_names)
+
+    train_labels = relabel(train_classes)[0]
+    out = {
+        "training": make(train_items, train_labels, True, train_names),
+        "evaluation": make(train_items, train_labels, False, train_names),
+        "validation": None,
+        "testing": make(test_items, *_swap(relabel(test_classes))),
+    }
+    if val_items is not None:
+        out["validation"] = make(np.asarray(val_items), *_swap(relabel(np.asarray(val_classes, dtype=np.int64))))
+    return out
+
+
+def _swap(labels_names: tuple[np.ndarray, list]) -> tuple[np.ndarray, bool, list]:
+    labels, names = labels_names
+    return labels, False, names

@@ -1,0 +1,29 @@
+"""Evaluation metrics: one module per metric family, each registered by its prefix.
+
+Metric names are ``<family>`` or ``<family>@<arg>`` (``e_recall@4``,
+``rho_spectrum@10``, ``dists@intra``). ``metrics.select(name)`` returns a metric
+object with ``requires`` (what shared inputs it needs: neighbours per geometry,
+clustering, raw embeddings) and ``__call__(context) -> float``; see
+``evaluation.compute_metrics``, which computes the shared inputs once.
+"""
+
+from __future__ import annotations
+
+from utilities.registry import Registry, import_submodules
+
+REGISTRY = Registry("metric", "--evaluation_metrics")
+register = REGISTRY.register
+
+
+def names() -> list[str]:
+    return REGISTRY.names()
+
+
+def add_args(parser) -> None:
+    REGISTRY.add_args(parser)
+
+
+import_submodules(__name__, __path__)
+
+from metrics._select import select as select  # noqa: E402
+from metrics._select import validate as validate  # noqa: E402

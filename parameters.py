@@ -1,0 +1,234 @@
+"""The flat flag set, assembled from the core groups and each component's own flags.
+
+Flag names and defaults follow the Roth et al. 2020 suite and the EL-nivMF code, so
+their commands paste unchanged. Flags left unset take the dataset's defaults (see
+``datasets.defaults``); flags given explicitly always win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import architectures
+import batch_mining
+import criteria
+import datasampler
+import datasets
+import metrics
+from utilities.errors import UserError
+
+DEFAULT_EVALUATION_METRICS = [
+    "e_recall@1", "e_recall@2", "e_recall@4", "c_recall@1", "nmi", "f1", "map_at_r", "mAP_1000",
+    "dists@intra", "dists@inter", "dists@intra_over_inter",
+    "rho_spectrum@-1", "rho_spectrum@1", "rho_spectrum@2", "rho_spectrum@10",
+]  # fmt: skip
+
+
+class FlagParser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump) and grouped help."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see python main.py --help)")
+
+
+def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Basic training")
+    g.add_argument("--dataset", default="digits", type=str, help="dataset name: " + ", ".join(datasets.names()))
+    g.add_argument(
+        "--source_path",
+        default=os.path.join(os.getcwd(), "..", "..", "Datasets"),
+        type=str,
+        help="parent folder holding the dataset folders (cub200/, cars196/, online_products/, ...)",
+    )
+    g.add_argument(
+        "--save_path",
+        default=os.path.join(os.getcwd(), "Training_Results"),
+        type=str,
+        help="where run folders go: <save_path>/<dataset>/<group>_s<seed>/",
+    )
+    g.add_argument(
+        "--savename",
+        default="group_plus_seed",
+        type=str,
+        help="run folder name; the default 'group_plus_seed' gives <group>_s<seed>",
+    )
+    g.add_argument("--seed", default=1, type=int, help="seed of python, numpy, torch and data-loader workers")
+    g.add_argument("--n_epochs", default=150, type=int, help="training epochs")
+    g.add_argument("--kernels", default=6, type=int, help="data-loader worker processes")
+    g.add_argument("--bs", default=112, type=int, help="mini-batch size")
+    g.add_argument("--lr", default=0.00001, type=float, help="learning rate of the backbone")
+    g.add_argument("--fc_lr", default=-1, type=float, help="learning rate of the embedding head (-1: --lr)")
+    g.add_argument("--decay", default=0.0004, type=float, help="weight decay of backbone and head")
+    g.add_argument("--optim", default="adam", choices=["adam", "adamw", "sgd"], help="optimiser")
+    g.add_argument("--momentum", default=0.9, type=float, help="SGD momentum")
+    g.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
+    g.add_argument(
+        "--scheduler",
+        default="step",
+        choices=["step", "none", "plateau"],
+        help="step: MultiStepLR(--tau, --gamma); plateau: ReduceLROnPlateau on the first storage metric",
+    )
+    g.add_argument("--tau", default=[1000], nargs="+", type=int, help="epochs at which MultiStepLR decays the lr")
+    g.add_argument("--gamma", default=0.3, type=float, help="lr decay factor of the scheduler")
+    g.add_argument("--plateau_factor", default=0.5, type=float, help="ReduceLROnPlateau factor")
+    g.add_argument("--plateau_patience", default=15, type=int, help="ReduceLROnPlateau patience (epochs)")
+    g.add_argument(
+        "--early_stop_patience",
+        default=-1,
+        type=int,
+        help="stop after this many evaluations without improvement of the first storage metric (-1: off)",
+    )
+    g.add_argument("--warmup", default=0, type=int, help="epochs training only head and criterion (frozen backbone)")
+    g.add_argument("--gpu", default=[0], nargs="+", type=int, help="GPU id(s); the CPU is used when CUDA is absent")
+    g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed-precision autocast on GPU")
+    g.add_argument("--resume", default="", type=str, help="run folder to resume from its last checkpoint")
+    g.add_argument("--dry_run", action="store_true", help="build data, model, loss and optimiser, then stop")
+
+
+def data_parameters(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Data and batches")
+    g.add_argument(
+        "--data_sampler", default="class_random", type=str, help="batch sampler: " + ", ".join(datasampler.names())
+    )
+    g.add_argument("--samples_per_class", default=2, type=int, help="images per class in a batch")
+    g.add_argument("--use_tv_split", action="store_true", help="carve a validation split out of the train classes")
+    g.add_argument(
+        "--tv_split_by_samples",
+        action="store_true",
+        help="split train/val by samples within each class instead of by classes",
+    )
+    g.add_argument(
+        "--tv_split_perc", default=0.8, type=float, help="share of train classes (or samples) kept for training"
+    )
+    g.add_argument("--augmentation", default="base", choices=["base", "none"], help="train-time augmentation")
+    g.add_argument("--image_size", default=224, type=int, help="crop size of image datasets")
+    datasets.add_args(g)
+    datasampler.add_args(g)
+
+
+def model_parameters(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Architecture")
+    g.add_argument(
+        "--arch",
+        default="resnet50_frozen_normalize",
+        type=str,
+        help="backbone[_frozen][_normalize]: " + ", ".join(architectures.names()) + ", timm_<model>",
+    )
+    g.add_argument("--embed_dim", default=128, type=int, help="embedding dimension")
+    g.add_argument("--not_pretrained", action="store_true", help="random init instead of ImageNet weights")
+    architectures.add_args(g)
+
+
+def loss_parameters(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Losses")
+    g.add_argument("--loss", default="margin", type=str, help="criterion: " + ", ".join(criteria.names()))
+    criteria.add_args(g)
+    m = parser.add_argument_group("Batch mining")
+    m.add_argument(
+        "--batch_mining",
+        default=None,
+        type=str,
+        help="batch miner (default: the loss's own, e.g. distance for margin): " + ", ".join(batch_mining.names()),
+    )
+    batch_mining.add_args(m)
+
+
+def evaluation_parameters(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Evaluation")
+    g.add_argument(
+        "--evaluation_metrics",
+        nargs="+",
+        default=list(DEFAULT_EVALUATION_METRICS),
+        type=str,
+        help="metrics logged per split; families: " + ", ".join(metrics.names()),
+    )
+    g.add_argument(
+        "--storage_metrics",
+        nargs="+",
+        default=["e_recall@1"],
+        type=str,
+        help="a checkpoint is kept for each improvement of each of these on the selection split",
+    )
+    g.add_argument(
+        "--evaltypes",
+        nargs="+",
+        default=["discriminative"],
+        type=str,
+        help="embeddings evaluated ('discriminative': the network output)",
+    )
+    g.add_argument("--evaluate_on_gpu", action="store_true", help="k-NN search and metrics on the GPU (torch)")
+    g.add_argument("--no_train_metrics", action="store_true", help="skip metrics on the training data")
+    g.add_argument("--eval_every", default=1, type=int, help="evaluate every N epochs (and after the last)")
+    metrics.add_args(g)
+
+
+def logging_parameters(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Logging")
+    g.add_argument(
+        "--log_online",
+        action="store_true",
+        help="also log to Weights & Biases (key from WANDB_API_KEY; offline without network)",
+    )
+    g.add_argument("--project", default="Sample_Project", type=str, help="W&B project")
+    g.add_argument("--group", default="Sample_Group", type=str, help="run group; seeds of one group share it")
+    g.add_argument("--wandb_key", default=None, type=str, help=argparse.SUPPRESS)
+    g.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> FlagParser:
+    """The full flag parser, grouped for ``--help``."""
+    parser = FlagParser(
+        prog="main.py",
+        description="Train and evaluate deep metric learning models. Unset flags take the dataset's defaults.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    basic_training_parameters(parser)
+    data_parameters(parser)
+    model_parameters(parser)
+    loss_parameters(parser)
+    evaluation_parameters(parser)
+    logging_parameters(parser)
+    return parser
+
+
+def check_options(opt: argparse.Namespace) -> None:
+    """Cross-flag checks; each failure is one line saying what to change."""
+    if opt.wandb_key is not None:
+        raise UserError("--wandb_key is not accepted (keys must not reach configs or logs); set WANDB_API_KEY instead")
+    if opt.bs <= 0 or opt.samples_per_class <= 0:
+        raise UserError("--bs and --samples_per_class must be positive")
+    if opt.bs % opt.samples_per_class:
+        raise UserError(
+            f"--bs {opt.bs} is not divisible by --samples_per_class {opt.samples_per_class}; change one of them"
+        )
+    if not 0 < opt.tv_split_perc < 1 and opt.use_tv_split:
+        raise UserError(f"--tv_split_perc must lie in (0, 1), got {opt.tv_split_perc}")
+    criteria.get_class(opt.loss)
+    datasampler.REGISTRY.get(opt.data_sampler)
+    architectures.REGISTRY.get(architectures.parse_name(opt.arch)[0]) if not opt.arch.startswith("timm_") else None
+    if opt.batch_mining is not None:
+        batch_mining.REGISTRY.get(opt.batch_mining)
+    criteria.check_miner(opt.loss, opt.batch_mining)
+    metrics.validate(opt.evaluation_metrics)
+    metrics.validate(opt.storage_metrics)
+    missing = [m for m in opt.storage_metrics if m not in opt.evaluation_metrics]
+    if missing:
+        opt.evaluation_metrics = list(opt.evaluation_metrics) + missing
+    if opt.evaltypes != ["discriminative"]:
+        raise UserError(f"--evaltypes {' '.join(opt.evaltypes)} is not supported; use discriminative")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``), apply dataset defaults, check flags."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**datasets.defaults(first.dataset))
+    opt = parser.parse_args(argv)
+    if opt.batch_mining is None:
+        opt.batch_mining = criteria.default_miner(opt.loss)
+    check_options(opt)
+    opt.command = "python main.py " + " ".join(argv)
+    return opt

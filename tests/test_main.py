@@ -1,0 +1,187 @@
+"""End-to-end: the README's default run, the run folder, resume, bad input, W&B fallback."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+import main
+
+FAST = ["--n_epochs", "2", "--no_progress", "--evaluation_metrics", "e_recall@1", "c_recall@1", "nmi"]
+
+
+def run_main(args, tmp_path, capsys=None):
+    code = main.main(["--save_path", str(tmp_path / "runs"), *args])
+    return code
+
+
+def only_run_dir(tmp_path):
+    runs = sorted((tmp_path / "runs" / "digits").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_default_run_end_to_end(tmp_path):
+    """``python main.py`` with no flags, from a fresh working directory: the README's promise."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "Training_Results" / "digits" / "Sample_Group_s1"
+    for name in ["config.json", "command.txt", "log.txt", "metrics_testing.csv", "metrics_training.csv",
+                 "checkpoint_last.pth", "checkpoint_best_e_recall_at_1.pth", "embeddings_testing.npz",
+                 "progression.png", "summary.json", "summary.md"]:  # fmt: skip
+        assert (run / name).is_file(), name
+    assert "e_recall@1" in proc.stdout  # the metrics table is printed
+    rows = list(csv.DictReader(open(run / "metrics_testing.csv")))
+    config = json.load(open(run / "config.json"))
+    assert len(rows) == config["n_epochs"]
+    summary = json.load(open(run / "summary.json"))
+    assert summary["selection_split"] == "testing" and "original papers" in summary["selection_note"]
+    best = summary["best"]["e_recall@1"]
+    assert best["value"] == max(float(r["e_recall@1"]) for r in rows)
+    # A trained model beats chance on the 5 unseen test classes (chance recall@1 about 0.2).
+    assert best["value"] > 0.6
+    npz = np.load(run / "embeddings_testing.npz")
+    assert npz["embeddings"].shape == (len(npz["labels"]), config["embed_dim"])
+    assert set(np.unique(npz["labels"])) == {5, 6, 7, 8, 9}
+
+
+def test_checkpoint_holds_best_model(tmp_path):
+    assert run_main([*FAST, "--storage_metrics", "c_recall@1"], tmp_path) == 0
+    run = only_run_dir(tmp_path)
+    state = torch.load(run / "checkpoint_best_c_recall_at_1.pth", weights_only=False)
+    summary = json.load(open(run / "summary.json"))
+    assert state["epoch"] == summary["best"]["c_recall@1"]["epoch"]
+    assert state["metrics"]["testing"]["c_recall@1"] == summary["best"]["c_recall@1"]["value"]
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    assert run_main(FAST, tmp_path) == 0
+    first = only_run_dir(tmp_path)
+    before = (first / "metrics_testing.csv").read_text()
+    assert run_main(FAST, tmp_path) == 0
+    names = sorted(p.name for p in (tmp_path / "runs" / "digits").iterdir())
+    assert names == ["Sample_Group_s1", "Sample_Group_s1_1"]
+    assert (first / "metrics_testing.csv").read_text() == before
+
+
+def test_resume_continues_from_last_epoch(tmp_path):
+    assert run_main(FAST, tmp_path) == 0
+    run = only_run_dir(tmp_path)
+    args = [a for a in FAST if a != "2"]
+    args[args.index("--n_epochs") + 1 : args.index("--n_epochs") + 1] = ["3"]
+    assert main.main([*args, "--resume", str(run)]) == 0
+    rows = list(csv.DictReader(open(run / "metrics_testing.csv")))
+    assert [int(float(r["epoch"])) for r in rows] == [1, 2, 3]
+    assert len(open(run / "command.txt").read().splitlines()) == 2
+
+
+def test_same_seed_same_result(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run_main([*FAST, "--n_epochs", "1"], a) == 0
+    assert run_main([*FAST, "--n_epochs", "1"], b) == 0
+    ra = (only_run_dir(a) / "metrics_testing.csv").read_text().splitlines()[1].split(",")
+    rb = (only_run_dir(b) / "metrics_testing.csv").read_text().splitlines()[1].split(",")
+    header = (only_run_dir(a) / "metrics_testing.csv").read_text().splitlines()[0].split(",")
+    keep = [i for i, h in enumerate(header) if "time" not in h]
+    assert [ra[i] for i in keep] == [rb[i] for i in keep]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--loss", "nope"], "unknown loss 'nope'"),
+        (["--arch", "resnet5"], "unknown architecture 'resnet5'"),
+        (["--data_sampler", "nope"], "unknown data sampler"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--loss", "proxyanchor", "--batch_mining", "distance"], "takes no batch miner"),
+        (["--bs", "50", "--samples_per_class", "3"], "not divisible"),
+        (["--evaluation_metrics", "e_recal@1"], "unknown metric"),
+        (["--storage_metrics", "bogus"], "unknown metric"),
+        (["--dataset", "cub200", "--source_path", "/nonexistent/place"], "/nonexistent/place"),
+        (["--no_such_flag"], "unrecognized arguments"),
+        (["--wandb_key", "abc"], "WANDB_API_KEY"),
+    ],
+)
+def test_bad_input_is_one_line(args, fragment, tmp_path, capsys):
+    code = run_main(args, tmp_path)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+def test_bad_input_subprocess_exit_code(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--loss", "nope"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "choose one of" in proc.stderr
+
+
+def test_unknown_name_lists_valid_ones(tmp_path, capsys):
+    import criteria
+
+    run_main(["--loss", "nope"], tmp_path)
+    err = capsys.readouterr().err
+    assert all(name in err for name in criteria.names())
+
+
+def test_non_finite_loss_stops_cleanly_and_keeps_files(tmp_path, capsys, monkeypatch):
+    """A NaN loss in epoch 2 ends the run with one line; epoch 1's results stay on disk."""
+    from utilities.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def flaky(self, epoch):
+        if epoch == 2:
+            self.criterion.forward = lambda e, y: e.sum() * float("nan")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", flaky)
+    assert run_main(FAST, tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "non-finite loss" in err and len(err.strip().splitlines()) == 1
+    run = only_run_dir(tmp_path)
+    assert (run / "checkpoint_last.pth").is_file()
+    assert len(list(csv.DictReader(open(run / "metrics_testing.csv")))) == 1
+
+
+def test_log_online_falls_back_offline_and_keeps_key_secret(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("wandb")
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert run_main([*FAST, "--n_epochs", "1", "--log_online"], tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "W&B: logging offline" in out
+    run = only_run_dir(tmp_path)
+    assert list(run.glob("wandb/offline-run-*")), "offline W&B run expected in the run folder"
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
+    assert run_main(["--dry_run"], tmp_path) == 0
+    assert "dry run" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_is_grouped():
+    import parameters
+
+    text = parameters.build_parser().format_help()
+    for group in ["Basic training", "Data and batches", "Architecture", "Losses", "Batch mining", "Evaluation",
+                  "Logging"]:  # fmt: skip
+        assert group + ":" in text
