@@ -43,6 +43,14 @@ class Criterion(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Hook run at the start of every epoch (warm-up schedules)."""
 
+    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
+        """Method-specific metrics of one evaluated split (sampled retrieval, accuracy, ECE, ...).
+
+        ``embeddings`` are the raw network outputs ``[N, D]`` (float32, CPU); the
+        trainer merges the returned values with ``evaluation.compute_metrics``'s.
+        """
+        return {}
+
     def export(self) -> dict[str, np.ndarray]:
         """Arrays saved next to the final embeddings (class weights, temperature...)."""
         return {}

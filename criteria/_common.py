@@ -6,7 +6,10 @@ import torch
 
 # Miners returning (anchor, positive, negative) triplets: every triplet/pair loss accepts
 # all of them. A new triplet miner is added to this one tuple.
-TRIPLET_MINERS: tuple[str, ...] = ("distance", "random", "semihard", "softhard")
+TRIPLET_MINERS: tuple[str, ...] = ("distance", "random", "semihard", "softhard", "parametric")
+# Miners whose triplets deliberately break the label structure (the Roth paper's
+# regularisers and controls); the triplet-based losses of the Roth suite accept them too.
+REGULARISING_MINERS: tuple[str, ...] = ("intra_random", "rho_distance", "random_distance")
 
 
 def zero_loss(embeddings: torch.Tensor) -> torch.Tensor:

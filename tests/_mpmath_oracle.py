@@ -38,7 +38,7 @@ def time_bound(seconds: float):
         signal.signal(signal.SIGALRM, old)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def log_iv(v: float, x: float) -> mp.mpf:
     """log I_v(x) for v >= 0, x > 0, by quadrature of DLMF 10.32.2 at DPS digits."""
     with mp.workdps(DPS):
@@ -64,7 +64,7 @@ def besseli_log(v: float, x: float, seconds: float = 5.0) -> mp.mpf:
         return mp.log(mp.besseli(v, x, maxterms=10**6))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def log_vmf_norm(kappa: float, d: int) -> mp.mpf:
     """log C_d(k) = v log k - (d/2) log(2 pi) - log I_v(k); at k = 0 minus the log area of S^{d-1}."""
     with mp.workdps(DPS):
@@ -74,7 +74,7 @@ def log_vmf_norm(kappa: float, d: int) -> mp.mpf:
         return v * mp.log(kappa) - mp.mpf(d) / 2 * mp.log(2 * mp.pi) - log_iv(d / 2 - 1, kappa)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mean_resultant(kappa: float, d: int) -> mp.mpf:
     """A_d(k) = I_{d/2}(k) / I_{d/2-1}(k) (0 at k = 0)."""
     with mp.workdps(DPS):

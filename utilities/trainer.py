@@ -224,6 +224,7 @@ class Trainer:
                 self.model, eval_loader(dataset, opt), self.device, amp=opt.amp, progress=self.show_progress
             )
             values = evaluation.compute_metrics(emb, labels, opt.evaluation_metrics, device=metric_device)
+            values.update(self.criterion.evaluate(emb, labels, split))
             values["eval_time"] = time.time() - start
             results[split], embeddings[split] = values, (emb, labels)
         return results, embeddings
