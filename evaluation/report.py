@@ -1,0 +1,155 @@
+"""Seed-grouped report: mean +- std (and SEM) per (method, dataset) over run folders.
+
+    python -m evaluation.report Training_Results/ [more folders] [--out report/]
+
+Each run folder (one holding ``summary.json``) contributes the metrics of its
+``--split`` (default ``testing``) at the epoch selected by its first storage metric.
+Runs are grouped by (dataset, group), i.e. the run folder name without ``_s<seed>``.
+Writes ``report.md``, ``report.csv`` and ``report.png`` (bars with std error bars) and
+prints the Markdown table. Works offline, without W&B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def find_runs(paths: list[str]) -> list[Path]:
+    """Run folders below (or at) ``paths``: those holding ``summary.json``."""
+    runs = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SystemExit(f"report: error: {p} does not exist")
+        runs += [s.parent for s in sorted(p.rglob("summary.json"))] if p.is_dir() else []
+    return sorted(set(runs))
+
+
+def selected_row(run: Path, split: str) -> dict[str, float] | None:
+    """The ``split`` metrics at the epoch where the first storage metric was best."""
+    summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    path = run / f"metrics_{split}.csv"
+    if not summary["best"] or not path.is_file():
+        return None
+    epoch = summary["best"][config["storage_metrics"][0]]["epoch"]
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            if int(float(row["epoch"])) == epoch:
+                return {k: float(v) for k, v in row.items() if v not in ("", None) and k != "epoch"}
+    return None
+
+
+def collect(runs: list[Path], split: str) -> dict[tuple[str, str], list[dict[str, float]]]:
+    groups: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
+    for run in runs:
+        config = json.loads((run / "config.json").read_text())
+        row = selected_row(run, split)
+        if row is not None:
+            groups[(config["dataset"], config["group"])].append(row)
+    return dict(groups)
+
+
+def aggregate(rows: list[dict[str, float]], metric: str) -> tuple[float, float, float, int]:
+    """(mean, sample std, standard error of the mean, n) of ``metric`` over seeds."""
+    values = np.array([r[metric] for r in rows if metric in r and not math.isnan(r[metric])])
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    std = float(values.std(ddof=1)) if n > 1 else 0.0
+    return float(values.mean()), std, std / math.sqrt(n), n
+
+
+def default_metrics(groups: dict) -> list[str]:
+    names = {k for rows in groups.values() for r in rows for k in r}
+    return sorted(n for n in names if "time" not in n and n not in ("loss", "lr"))
+
+
+def build_table(
+    groups: dict, metrics: list[str], spread: str = "std", scale: float = 100.0
+) -> tuple[list[str], list[list[str]], list[dict]]:
+    """Cells ``mean ± std`` (or ``± sem``) x ``scale``, and one record per (group, metric)."""
+    header = ["dataset", "method", "seeds"] + metrics
+    rows, records = [], []
+    for (dataset, group), runs in sorted(groups.items()):
+        cells = [dataset, group, str(len(runs))]
+        for metric in metrics:
+            mean, std, sem, n = aggregate(runs, metric)
+            cells.append(f"{scale * mean:.2f} ± {scale * (sem if spread == 'sem' else std):.2f}" if n else "-")
+            records.append({"dataset": dataset, "method": group, "metric": metric, "mean": mean, "std": std,
+                            "sem": sem, "n": n})  # fmt: skip
+        rows.append(cells)
+    return header, rows, records
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def plot(records: list[dict], metrics: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = sorted({(r["dataset"], r["method"]) for r in records})
+    cols = min(4, len(metrics))
+    n_rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4 * cols, 3 * n_rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        sel = {(r["dataset"], r["method"]): r for r in records if r["metric"] == metric}
+        means = [sel[m]["mean"] if m in sel else np.nan for m in methods]
+        stds = [sel[m]["std"] if m in sel else 0 for m in methods]
+        ax.bar(range(len(methods)), means, yerr=stds, capsize=3, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(methods)), [f"{d}\n{g}" for d, g in methods], fontsize=6, rotation=30)
+        ax.set_title(metric, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", help="run folders or folders containing them")
+    parser.add_argument("--split", default="testing", help="split whose metrics are reported")
+    parser.add_argument("--metrics", nargs="+", default=None, help="metrics to report (default: all logged)")
+    parser.add_argument("--sem", action="store_true", help="print mean ± SEM instead of mean ± std")
+    parser.add_argument("--out", default=None, help="folder for report.md / report.csv / report.png")
+    args = parser.parse_args(argv)
+    runs = find_runs(args.paths)
+    groups = collect(runs, args.split)
+    if not groups:
+        print(f"report: error: no finished run folders (with summary.json and metrics_{args.split}.csv) under "
+              f"{' '.join(args.paths)}", file=sys.stderr)  # fmt: skip
+        return 2
+    metrics = args.metrics or default_metrics(groups)
+    spread = "SEM" if args.sem else "std"
+    header, rows, records = build_table(groups, metrics, spread.lower())
+    text = f"Metrics x100 on the {args.split} split, mean ± {spread} over seeds ({len(runs)} runs)\n\n"
+    text += markdown(header, rows)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text + "\n")
+        with open(out / "report.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(records[0]))
+            writer.writeheader()
+            writer.writerows(records)
+        plot(records, metrics, out / "report.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
