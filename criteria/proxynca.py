@@ -54,9 +54,9 @@ class ProxyNCA(Criterion):
         labels = torch.as_tensor(labels, device=embeddings.device).long()
         cos = F.normalize(embeddings, dim=1) @ F.normalize(self.proxies.to(embeddings.dtype), dim=1).T  # [B, C]
         dist = 2 * SCALE**2 * (1 - cos)  # squared distance of the radius-3 points, without a [B, C, D] tensor
-        pos = F.one_hot(labels, self.n_classes).bool()
-        d_pos = dist[pos]
-        neg_term = torch.logsumexp((-dist).masked_fill(pos, float("-inf")), dim=1)
+        col = labels[:, None]
+        d_pos = dist.gather(1, col).squeeze(1)  # gather/scatter, not a bool mask: no nonzero() on the hot path
+        neg_term = torch.logsumexp((-dist).scatter(1, col, float("-inf")), dim=1)
         return (d_pos + neg_term).mean()
 
     def param_groups(self) -> list[dict]:

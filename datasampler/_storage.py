@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from datasampler._base import ClassBatchSampler
+from datasampler._base import BatchSampler, ClassBatchSampler
 from utilities.errors import UserError
 
 SIM_MEASURES = ("euclidean", "cosine")
@@ -238,4 +238,35 @@ class BatchMatchSampler(StorageMixin, ClassBatchSampler):
             candidates = [self.candidate(groups, rng) for _ in range(self.n_comps)]
             best = candidates[int(np.argmin(self.cost(pool_x, candidates)))]
             epoch.append(pool[best])
+        yield from epoch
+
+
+class CoresetSampler(StorageMixin, BatchSampler):
+    """Base of the coreset samplers: each batch picks k = bs / samples_per_class points of
+    a random pool of ``--data_batchmatch_bigbs`` stored embeddings (``select``), each
+    followed by samples_per_class - 1 other images of its class.
+    """
+
+    def __init__(self, opt, labels):
+        super().__init__(opt, labels)
+        self.init_storage_flags(opt)
+        self.samples_per_class = int(opt.samples_per_class)
+        if self.samples_per_class <= 0 or self.batch_size % self.samples_per_class:
+            raise UserError(
+                f"--bs {self.batch_size} must be a multiple of --samples_per_class {self.samples_per_class}"
+            )
+        self.k = self.batch_size // self.samples_per_class
+        if min(self.bigbs, len(self.labels)) < self.k:
+            raise UserError(f"--data_batchmatch_bigbs {self.bigbs} is below the {self.k} coreset points a batch needs")
+
+    def select(self, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Dataset indices of the k coreset points of ``pool``."""
+        raise NotImplementedError
+
+    def batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        self.check_storage()
+        epoch = [
+            self.with_class_mates(self.select(self.pool(rng), rng), self.samples_per_class, rng)
+            for _ in range(self.n_batches)
+        ]
         yield from epoch

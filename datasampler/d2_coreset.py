@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from datasampler import register
-from datasampler._base import BatchSampler
-from datasampler._storage import StorageMixin, add_storage_args, squared_distances
-from utilities.errors import UserError
+from datasampler._storage import CoresetSampler, add_storage_args, squared_distances
 
 
 def add_args(parser) -> None:
@@ -66,7 +62,7 @@ def d2_coreset(points: np.ndarray, k: int, lam: float, rng: np.random.Generator)
     "--data_storage_no_update, --data_idx_full_prec, --data_mb_mom, --data_mb_lr",
     requires_storage=True,
 )
-class D2CoresetSampler(StorageMixin, BatchSampler):
+class D2CoresetSampler(CoresetSampler):
     """Each batch: a random pool of ``--data_batchmatch_bigbs`` training images; D2
     sampling on their stored embeddings (see ``d2_coreset``) picks k = bs /
     samples_per_class of them; each pick is followed by samples_per_class - 1 other
@@ -78,24 +74,7 @@ class D2CoresetSampler(StorageMixin, BatchSampler):
 
     def __init__(self, opt, labels):
         super().__init__(opt, labels)
-        self.init_storage_flags(opt)
-        self.samples_per_class = int(opt.samples_per_class)
-        if self.samples_per_class <= 0 or self.batch_size % self.samples_per_class:
-            raise UserError(
-                f"--bs {self.batch_size} must be a multiple of --samples_per_class {self.samples_per_class}"
-            )
-        self.k = self.batch_size // self.samples_per_class
-        if min(self.bigbs, len(self.labels)) < self.k:
-            raise UserError(f"--data_batchmatch_bigbs {self.bigbs} is below the {self.k} coreset points a batch needs")
         self.lam = float(getattr(opt, "data_d2_coreset_lambda", 1.0))
 
     def select(self, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return pool[d2_coreset(self.features(pool, rng), self.k, self.lam, rng)]
-
-    def batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        self.check_storage()
-        epoch = [
-            self.with_class_mates(self.select(self.pool(rng), rng), self.samples_per_class, rng)
-            for _ in range(self.n_batches)
-        ]
-        yield from epoch

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 from datasampler import register
-from datasampler._base import BatchSampler
-from datasampler._storage import StorageMixin, add_storage_args, squared_distances
-from utilities.errors import UserError
+from datasampler._storage import CoresetSampler, add_storage_args, squared_distances
 
 
 def add_args(parser) -> None:
@@ -58,7 +54,7 @@ def greedy_k_center(
     "--data_sim_measure, --data_storage_no_update, --data_idx_full_prec, --data_mb_mom, --data_mb_lr",
     requires_storage=True,
 )
-class GreedyCoresetSampler(StorageMixin, BatchSampler):
+class GreedyCoresetSampler(CoresetSampler):
     """Each batch: a random pool of ``--data_batchmatch_bigbs`` training images; greedy
     k-center on their stored embeddings picks k = bs / samples_per_class of them (first
     pick random); each pick is followed by samples_per_class - 1 other images of its
@@ -71,15 +67,6 @@ class GreedyCoresetSampler(StorageMixin, BatchSampler):
 
     def __init__(self, opt, labels):
         super().__init__(opt, labels)
-        self.init_storage_flags(opt)
-        self.samples_per_class = int(opt.samples_per_class)
-        if self.samples_per_class <= 0 or self.batch_size % self.samples_per_class:
-            raise UserError(
-                f"--bs {self.batch_size} must be a multiple of --samples_per_class {self.samples_per_class}"
-            )
-        self.k = self.batch_size // self.samples_per_class
-        if min(self.bigbs, len(self.labels)) < self.k:
-            raise UserError(f"--data_batchmatch_bigbs {self.bigbs} is below the {self.k} coreset points a batch needs")
         self.softened = bool(getattr(opt, "data_gc_softened", False))
         self.lim = float(getattr(opt, "data_gc_coreset_lim", 1e-9))
 
@@ -88,11 +75,3 @@ class GreedyCoresetSampler(StorageMixin, BatchSampler):
         dist2 = squared_distances(self.features(pool, rng))
         first = int(rng.integers(len(pool)))
         return pool[greedy_k_center(dist2, self.k, first, rng, self.softened, self.lim)]
-
-    def batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
-        self.check_storage()
-        epoch = [
-            self.with_class_mates(self.select(self.pool(rng), rng), self.samples_per_class, rng)
-            for _ in range(self.n_batches)
-        ]
-        yield from epoch

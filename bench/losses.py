@@ -1,0 +1,295 @@
+"""Forward + backward time of every Roth-suite criterion next to pytorch-metric-learning's counterpart.
+
+    python bench/losses.py                  # 1 thread, B = 112, d = 128, C = 100 (about a minute on 2 CPU cores)
+    python bench/losses.py --threads 1 0    # also torch's default thread count (0 = default)
+    python bench/losses.py --min_run_time 1 # longer timing per cell (tighter medians)
+
+Inputs: random L2-normalised float32 embeddings [B, d] with requires_grad, labels 56 classes x 2 (shuffled),
+C = 100 classes for the proxy / class-weight losses. Tuples (triplets, pairs, N-pair and lifted structures) are
+mined once outside the timed region and handed to ours and to PML alike. Each cell is the median of
+``torch.utils.benchmark.Timer.blocked_autorange`` (warm-up run first) of ``loss(...).backward()``.
+
+Notes on pairing (the ratio compares like with like where PML has the same loss):
+  * multisimilarity: ours mines inside its forward (the authors' code does), so PML's time is
+    MultiSimilarityMiner + MultiSimilarityLoss.
+  * angular: ours is the Roth suite's N-pair + lambda * angular + l2 loss; PML's AngularLoss is the angular
+    term alone (PML has no combined loss), so PML's time is AngularLoss + NPairsLoss on the same tuples.
+  * snr: PML's TripletMarginLoss on SNRDistance + ZeroMeanRegularizer (the same loss, see tests).
+  * lifted: PML's LiftedStructureLoss (it enumerates the same pair structure itself).
+  * quadruplet, histogram, adversarial_separation: PML has none ('-').
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from pytorch_metric_learning import distances, losses, miners, reducers, regularizers  # noqa: E402
+from torch.utils import benchmark  # noqa: E402
+
+import batch_mining  # noqa: E402
+import criteria  # noqa: E402
+import parameters  # noqa: E402
+
+B, D, C = 112, 128, 100
+ROTH = (
+    "triplet",
+    "margin",
+    "contrastive",
+    "proxyanchor",
+    "multisimilarity",
+    "softmax",
+    "arcface",
+    "proxynca",
+    "npair",
+    "angular",
+    "lifted",
+    "snr",
+    "histogram",
+    "softtriplet",
+    "quadruplet",
+    "adversarial_separation",
+)
+
+
+def make_opt(**overrides):
+    opt = parameters.parse_args([])
+    opt.n_classes, opt.embed_dim = C, D
+    for k, v in overrides.items():
+        setattr(opt, k, v)
+    return opt
+
+
+def make_batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(B, D, generator=g), dim=1).requires_grad_(True)
+    labels = torch.arange(B // 2).repeat_interleave(2)[torch.randperm(B, generator=g)]
+    return x, labels
+
+
+def mine(name: str, opt, x, labels, seed: int = 1):
+    miner = batch_mining.select(name, opt)
+    if hasattr(miner, "generator"):
+        miner.generator = torch.Generator().manual_seed(seed)
+    return miner(x.detach(), labels)
+
+
+def npair_for_pml(labels: torch.Tensor):
+    """One (anchor, positive) per class; PML's NPairsLoss takes the other pairs' positives as negatives."""
+    a, p = [], []
+    for c in labels.unique().tolist():
+        idx = torch.nonzero(labels == c).squeeze(1)
+        a.append(idx[0])
+        p.append(idx[1])
+    a, p = torch.stack(a), torch.stack(p)
+    neg = torch.zeros(len(a), len(labels), dtype=torch.bool)
+    for i in range(len(a)):
+        neg[i, p[torch.arange(len(a)) != i]] = True
+    return a, p, neg
+
+
+def cases(x, labels):
+    """name -> (ours: () -> loss, pml: () -> loss or None). Tuples are mined here, outside the timed region."""
+    opt = make_opt()
+    t = torch.as_tensor(mine("distance", opt, x, labels)).reshape(-1, 3)
+    ta, tp, tn = t[:, 0], t[:, 1], t[:, 2]
+    lp2 = distances.LpDistance(power=2, normalize_embeddings=False)
+    lp = distances.LpDistance(normalize_embeddings=False)
+    dot = distances.DotProductSimilarity()
+    out = {}
+
+    crit = criteria.select("triplet", opt, batch_mining.select("distance", opt))
+    pml = losses.TripletMarginLoss(margin=opt.loss_triplet_margin, distance=lp2, reducer=reducers.MeanReducer())
+    out["triplet"] = (lambda c=crit: c(x, labels, triplets=t), lambda p=pml: p(x, labels, indices_tuple=(ta, tp, tn)))
+
+    crit = criteria.select("contrastive", opt, batch_mining.select("distance", opt))
+    pml = losses.ContrastiveLoss(
+        pos_margin=opt.loss_contrastive_pos_margin,
+        neg_margin=opt.loss_contrastive_neg_margin,
+        distance=lp,
+        reducer=reducers.MeanReducer(),
+    )
+    out["contrastive"] = (
+        lambda c=crit: c(x, labels, triplets=t),
+        lambda p=pml: p(x, labels, indices_tuple=(ta, tp, ta, tn)),
+    )
+
+    crit = criteria.select("margin", opt, batch_mining.select("distance", opt))
+    pml = losses.MarginLoss(
+        margin=opt.loss_margin_margin, nu=opt.loss_margin_nu, learn_beta=True, num_classes=C, distance=lp
+    )
+    pml.beta = torch.nn.Parameter(crit.beta.detach().clone())
+    out["margin"] = (lambda c=crit: c(x, labels, triplets=t), lambda p=pml: p(x, labels, indices_tuple=(ta, tp, tn)))
+
+    crit = criteria.select("proxyanchor", opt)
+    pml = losses.ProxyAnchorLoss(
+        num_classes=C, embedding_size=D, margin=opt.loss_proxyanchor_delta, alpha=opt.loss_proxyanchor_alpha
+    )
+    pml.proxies = torch.nn.Parameter(crit.proxies.detach().clone())
+    out["proxyanchor"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
+
+    crit = criteria.select("multisimilarity", opt)
+    ms_miner = miners.MultiSimilarityMiner(epsilon=opt.loss_multisimilarity_margin, distance=dot)
+    ms_loss = losses.MultiSimilarityLoss(
+        alpha=opt.loss_multisimilarity_pos_weight,
+        beta=opt.loss_multisimilarity_neg_weight,
+        base=opt.loss_multisimilarity_thresh,
+        distance=dot,
+    )
+    out["multisimilarity"] = (
+        lambda c=crit: c(x, labels),
+        lambda: ms_loss(x, labels, indices_tuple=ms_miner(x.detach(), labels)),
+    )
+
+    crit = criteria.select("softmax", opt)
+    pml = losses.NormalizedSoftmaxLoss(num_classes=C, embedding_size=D, temperature=opt.loss_softmax_temperature)
+    pml.W = torch.nn.Parameter(crit.class_map.detach().T.clone())
+    out["softmax"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
+
+    crit = criteria.select("arcface", opt)
+    pml = losses.ArcFaceLoss(
+        num_classes=C,
+        embedding_size=D,
+        margin=math.degrees(opt.loss_arcface_angular_margin),
+        scale=opt.loss_arcface_feature_scale,
+    )
+    pml.W = torch.nn.Parameter(crit.class_map.detach().T.clone())
+    out["arcface"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
+
+    crit = criteria.select("proxynca", opt)
+    pml = losses.ProxyNCALoss(C, D, softmax_scale=9)
+    pml.proxies = torch.nn.Parameter(crit.proxies.detach().clone())
+    out["proxynca"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
+
+    na, np_, nneg = npair_for_pml(labels)
+    crit = criteria.select("npair", opt, batch_mining.select("npair", opt))
+    pml = losses.NPairsLoss(
+        distance=distances.DotProductSimilarity(normalize_embeddings=False),
+        embedding_regularizer=regularizers.LpRegularizer(),
+        embedding_reg_weight=opt.loss_npair_l2,
+    )
+    out["npair"] = (
+        lambda c=crit: c(x, labels, tuples=(na, np_, nneg)),
+        lambda p=pml: p(x, labels, indices_tuple=(na, np_, na, np_)),
+    )
+
+    tuples = mine("npair", opt, x, labels)
+    crit = criteria.select("angular", opt, batch_mining.select("npair", opt))
+    ang = losses.AngularLoss(alpha=opt.loss_angular_alpha)
+    npl = losses.NPairsLoss(
+        distance=distances.DotProductSimilarity(normalize_embeddings=False),
+        embedding_regularizer=regularizers.LpRegularizer(),
+        embedding_reg_weight=opt.loss_angular_npair_l2,
+    )
+    aa, ap = tuples[0], tuples[1]
+    a2, n2 = torch.nonzero(labels[:, None] != labels[None, :], as_tuple=True)
+    out["angular"] = (
+        lambda c=crit: c(x, labels, tuples=tuples),
+        lambda: npl(x, labels, indices_tuple=(aa, ap, aa, ap))
+        + opt.loss_angular_npair_ang_weight * ang(x, labels, indices_tuple=(aa, ap, a2, n2)),
+    )
+
+    lifted_tuples = mine("lifted", opt, x, labels)
+    crit = criteria.select("lifted", opt, batch_mining.select("lifted", opt))
+    pml = losses.LiftedStructureLoss(
+        neg_margin=opt.loss_lifted_neg_margin,
+        pos_margin=0,
+        distance=lp,
+        embedding_regularizer=regularizers.LpRegularizer(),
+        embedding_reg_weight=opt.loss_lifted_l2,
+    )
+    out["lifted"] = (lambda c=crit: c(x, labels, tuples=lifted_tuples), lambda p=pml: p(x, labels))
+
+    snr_opt = make_opt()
+    crit = criteria.select("snr", snr_opt, batch_mining.select("random", snr_opt))
+    tr = torch.as_tensor(mine("random", snr_opt, x, labels)).reshape(-1, 3)
+    pml = losses.TripletMarginLoss(
+        margin=snr_opt.loss_snr_margin,
+        distance=distances.SNRDistance(normalize_embeddings=False),
+        embedding_regularizer=regularizers.ZeroMeanRegularizer(),
+        embedding_reg_weight=snr_opt.loss_snr_reg_lambda,
+    )
+    out["snr"] = (
+        lambda c=crit: c(x, labels, triplets=tr),
+        lambda p=pml: p(x, labels, indices_tuple=(tr[:, 0], tr[:, 1], tr[:, 2])),
+    )
+
+    crit = criteria.select("histogram", opt)
+    out["histogram"] = (lambda c=crit: c(x, labels), None)
+
+    crit = criteria.select("softtriplet", opt)
+    pml = losses.SoftTripleLoss(
+        C,
+        D,
+        centers_per_class=opt.loss_softtriplet_n_centroids,
+        la=opt.loss_softtriplet_lambda,
+        gamma=opt.loss_softtriplet_gamma,
+        margin=opt.loss_softtriplet_margin_delta,
+    )
+    pml.fc = torch.nn.Parameter(crit.intra_class_centroids.detach().clone())
+    out["softtriplet"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
+
+    crit = criteria.select("quadruplet", opt, batch_mining.select("distance", opt))
+    fourth = crit.draw_fourth(labels, t)
+    out["quadruplet"] = (lambda c=crit: c(x, labels, triplets=t, fourth=fourth), None)
+
+    crit = criteria.select("adversarial_separation", opt, batch_mining.select("distance", opt))
+    out["adversarial_separation"] = (lambda c=crit: c(x, labels, triplets=t), None)
+    assert set(out) == set(ROTH)
+    return out
+
+
+def time_ms(fn, threads: int, min_run_time: float) -> float:
+    def step():
+        fn().backward()
+
+    step()  # warm-up
+    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=threads)
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+
+
+def roth_table(threads=(1,), min_run_time: float = 0.3) -> list[dict]:
+    """Print (and return) the ours-vs-PML forward+backward timing table of the Roth-suite criteria."""
+    torch.manual_seed(0)
+    x, labels = make_batch()
+    table = cases(x, labels)
+    rows = []
+    for n in threads:
+        n_eff = n if n > 0 else torch.get_num_threads()
+        print(f"\nRoth-suite criteria, forward+backward, B={B} d={D} C={C}, {n_eff} thread(s), median ms")
+        print(f"{'criterion':<24} {'ours ms':>9} {'PML ms':>9} {'ours/PML':>9}")
+        for name in ROTH:
+            ours_fn, pml_fn = table[name]
+            ours = time_ms(ours_fn, n_eff, min_run_time)
+            pml = time_ms(pml_fn, n_eff, min_run_time) if pml_fn is not None else None
+            ratio = ours / pml if pml else None
+            rows.append({"criterion": name, "threads": n_eff, "ours_ms": ours, "pml_ms": pml, "ratio": ratio})
+            pml_s = f"{pml:9.3f}" if pml is not None else f"{'-':>9}"
+            ratio_s = f"{ratio:9.2f}" if ratio is not None else f"{'-':>9}"
+            print(f"{name:<24} {ours:9.3f} {pml_s} {ratio_s}", flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads per table (0: default)")
+    parser.add_argument("--min_run_time", type=float, default=0.3, help="seconds of timing per cell")
+    args = parser.parse_args(argv)
+    roth_table(tuple(args.threads), args.min_run_time)
+    try:
+        from bench._proxyvmf_scale import proxyvmf_table  # written by another part of the suite
+    except ImportError:
+        proxyvmf_table = None
+    if proxyvmf_table is not None:
+        proxyvmf_table()
+
+
+if __name__ == "__main__":
+    main()

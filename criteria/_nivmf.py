@@ -1,0 +1,214 @@
+"""Shared proxy parametrisation of the EL-nivMF family (Kirchhof et al. 2022, DESIGN section 5.2).
+
+Every criterion of the family (``proxyvmf_panc``, ``proxyvmf``, ``proxyvmf_kl``, ``proxynca_nivmf``,
+``proxynca_l2``, ``proxynca_cos``) owns, per class c:
+
+* ``proxy_v[c]``: a raw direction parameter v_c; the loss only sees u_c = v_c / ||v_c|| (the original's weight
+  normalisation). v_c starts with norm ``--loss_proxyvmf_concentration``; its norm is unused by the loss but sets
+  the optimiser's angular step size.
+* ``kappa[c]``: a per-dimension concentration vector kappa_c in R^d, initialised to ``concentration`` and clamped
+  to >= 0.1 in the forward pass. Stretched mean m_c = kappa_c * u_c, r_c = ||m_c||.
+* one learned temperature T (init ``--loss_proxyvmf_temp``).
+
+Optimiser groups (no weight decay): v at lr x proxylrmulti, kappa at lr x conclrmulti, T at lr x templrmulti.
+``prepare()`` multiplies the head's initial weight (``model.last_linear.weight``, not its bias, as the original)
+by ``--loss_proxyvmf_init_norm_multiplier`` so embedding norms (= image concentrations) start large, then, with
+``--loss_proxyvmf_warmstart``, sets v_c to the normalised class mean of the train embeddings (loader without
+augmentation) times ``concentration``.
+
+Isotropic members (``proxyvmf``, ``proxyvmf_kl``) read the proxy as vMF(m_c / r_c, r_c), the vMF with natural
+parameter m_c (exactly vMF(u_c, kappa) when kappa_c is the constant vector kappa).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from criteria._base import Criterion
+from utilities.errors import UserError
+from utilities.vmf import log_vmf_norm
+
+KAPPA_MIN = 0.1
+
+
+def add_proxyvmf_args(parser) -> None:
+    a = parser.add_argument
+    a("--loss_proxyvmf_guidance_w", default=0.0, type=float,
+      help="weight w of the ProxyAnchor guidance term on the proxy directions (proxyvmf_panc)")
+    a("--loss_proxyvmf_proxylrmulti", default=5000.0, type=float, help="lr of the proxy directions = --lr x this")
+    a("--loss_proxyvmf_conclrmulti", default=50000.0, type=float,
+      help="lr of the per-dimension proxy concentrations = --lr x this")
+    a("--loss_proxyvmf_templrmulti", default=500.0, type=float, help="lr of the temperature = --lr x this")
+    a("--loss_proxyvmf_concentration", default=10.0, type=float,
+      help="initial proxy concentration (every kappa_{c,j}) and initial norm of the raw direction v_c")
+    a("--loss_proxyvmf_rho", default=1.0, type=float,
+      help="order of the PPK in proxyvmf: 1 = expected likelihood (EL-vMF), 0.5 = Bhattacharyya (B-vMF)")
+    a("--loss_proxyvmf_warmstart", action="store_true",
+      help="initialise proxy directions to the normalised train-class mean embeddings (no augmentation)")
+    a("--loss_proxyvmf_temp", default=0.01, type=float, help="initial value of the learned temperature T")
+    a("--loss_proxyvmf_n_samples", default=20, type=int, help="vMF samples S per image (proxyvmf_panc)")
+    a("--loss_proxyvmf_init_norm_multiplier", default=100.0, type=float,
+      help="factor on the embedding head's initial weights, so embedding norms (concentrations) start large")
+    a("--loss_proxyvmf_subsample_p", default=1.0, type=float,
+      help="< 1: per batch use the proxies of the batch's classes plus a random share of the others, "
+           "int((p - U/C) (C - U)) negatives (U classes in the batch, C in total), as the original")  # fmt: skip
+
+
+def add_oproxy_args(parser) -> None:
+    a = parser.add_argument
+    a("--loss_oproxy_pos_alpha", default=32.0, type=float, help="ProxyAnchor/NCA scale of the positive term")
+    a("--loss_oproxy_neg_alpha", default=32.0, type=float, help="ProxyAnchor/NCA scale of the negative term")
+    a("--loss_oproxy_pos_delta", default=0.1, type=float, help="positive margin: exp(-pos_alpha (s - pos_delta))")
+    a("--loss_oproxy_neg_delta", default=-0.1, type=float, help="negative margin: exp(neg_alpha (s - neg_delta))")
+    a("--loss_oproxy_mode", default="anchor", choices=["anchor", "nca"],
+      help="anchor: logsumexp over the batch per proxy (ProxyAnchor); nca: over proxies/positives per image")
+    a("--loss_oproxy_lrmulti", default=2000.0, type=float, help="lr of the oproxy proxies = --lr x this")
+
+
+def masked_logsumexp_add_one(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """log(1 + sum_{mask} exp(x)) along ``dim``; 0 where the mask is empty (the original's masked_bindev_logsumexp)."""
+    x = x.masked_fill(~mask, float("-inf"))
+    zeros = torch.zeros_like(x.narrow(dim, 0, 1))
+    return torch.logsumexp(torch.cat([x, zeros], dim=dim), dim=dim)
+
+
+def oproxy_loss(cos_all: torch.Tensor, labels: torch.Tensor, pos_alpha: float, neg_alpha: float,
+                pos_delta: float, neg_delta: float, mode: str = "anchor") -> torch.Tensor:  # fmt: skip
+    """The original ``oproxy`` objective from cosines ``cos_all`` [B, C] of images to proxies.
+
+    Positive term on s_{i, y_j} (image i to the proxy of item j, masked to y_i = y_j), negative term on s_{i,c}
+    (masked to y_i != c). mode ``anchor`` (dim 0): pos = (1/B) sum_j log(1 + sum_{i: y_i=y_j} exp(-a+(s_{i,y_j} -
+    d+))), neg = (1/C) sum_c log(1 + sum_{i: y_i!=c} exp(a-(s_{i,c} - d-))); mode ``nca`` (dim 1): the same sums
+    taken per image i over j / c instead, both averaged over the batch.
+    """
+    dim = 0 if mode == "anchor" else 1
+    same = labels[:, None] == labels[None, :]  # [B, B]
+    diff = labels[:, None] != torch.arange(cos_all.shape[1], device=labels.device)[None, :]  # [B, C]
+    pos_sims = cos_all[:, labels]  # [B, B]: s_{i, y_j}
+    pos = masked_logsumexp_add_one(-pos_alpha * (pos_sims - pos_delta), same, dim)
+    neg = masked_logsumexp_add_one(neg_alpha * (cos_all - neg_delta), diff, dim)
+    return pos.mean() + neg.mean()
+
+
+class NivmfProxyCriterion(Criterion):
+    """Base of the family: proxies, concentrations, temperature, lr groups, warm start and NCA-style reduction.
+
+    Subclasses implement ``similarities(embeddings, u, kappa) -> [B, C']`` (already divided by T); the loss is
+    L = mean_i [ -sim(i, y_i) + logsumexp_c sim(i, c) ] over the (optionally subsampled) proxies.
+    """
+
+    allowed_miners = ()
+    default_miner = None
+
+    def __init__(self, opt, batchminer=None):
+        super().__init__(opt, batchminer)
+        self.n_classes = int(opt.n_classes)
+        self.dim = int(opt.embed_dim)
+        conc = float(opt.loss_proxyvmf_concentration)
+        if conc <= 0:
+            raise UserError(f"--loss_proxyvmf_concentration must be > 0, got {conc}")
+        p = float(opt.loss_proxyvmf_subsample_p)
+        if not 0 < p <= 1:
+            raise UserError(f"--loss_proxyvmf_subsample_p must be in (0, 1], got {p}")
+        self.concentration, self.subsample_p = conc, p
+        self.proxy_v = nn.Parameter(F.normalize(torch.randn(self.n_classes, self.dim), dim=1) * conc)
+        self.kappa = nn.Parameter(torch.full((self.n_classes, self.dim), conc))
+        self.temp = nn.Parameter(torch.tensor(float(opt.loss_proxyvmf_temp)))
+
+    # ------------------------------------------------------------------ parameters
+    def directions(self) -> torch.Tensor:
+        return F.normalize(self.proxy_v, dim=1)
+
+    def concentrations(self) -> torch.Tensor:
+        return self.kappa.clamp_min(KAPPA_MIN)
+
+    def param_groups(self) -> list[dict]:
+        lr, o = float(self.opt.lr), self.opt
+        return [
+            {"params": [self.proxy_v], "lr": lr * o.loss_proxyvmf_proxylrmulti, "weight_decay": 0.0,
+             "name": "proxyvmf_proxies"},
+            {"params": [self.kappa], "lr": lr * o.loss_proxyvmf_conclrmulti, "weight_decay": 0.0,
+             "name": "proxyvmf_concentrations"},
+            {"params": [self.temp], "lr": lr * o.loss_proxyvmf_templrmulti, "weight_decay": 0.0,
+             "name": "proxyvmf_temperature"},
+        ]  # fmt: skip
+
+    @torch.no_grad()
+    def prepare(self, model, loader, device) -> None:
+        head = getattr(model, "last_linear", None)
+        if head is not None:
+            head.weight.mul_(float(self.opt.loss_proxyvmf_init_norm_multiplier))
+        if self.opt.loss_proxyvmf_warmstart:
+            from evaluation import extract_embeddings
+
+            emb, labels = extract_embeddings(model, loader, device, amp=getattr(self.opt, "amp", "none"),
+                                             progress=False)  # fmt: skip
+            self.warm_start(emb, labels)
+
+    @torch.no_grad()
+    def warm_start(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
+        """v_c = normalise(mean of class c's embeddings) x concentration (classes absent keep their init)."""
+        embeddings, labels = embeddings.float().to(self.proxy_v.device), labels.long().to(self.proxy_v.device)
+        sums = torch.zeros_like(self.proxy_v).index_add_(0, labels, embeddings)
+        counts = torch.bincount(labels, minlength=self.n_classes)
+        present = counts > 0
+        means = sums[present] / counts[present, None]
+        self.proxy_v[present] = F.normalize(means, dim=1) * self.concentration
+
+    # ------------------------------------------------------------------ loss
+    def select_proxies(self, labels: torch.Tensor):
+        """(class ids used [C'], labels remapped into them [B]); all classes unless --loss_proxyvmf_subsample_p < 1."""
+        if self.subsample_p >= 1 or not self.training:
+            return None, labels
+        present = torch.unique(labels)
+        n_pres, n_cls = len(present), self.n_classes
+        is_neg = torch.ones(n_cls, dtype=torch.bool, device=labels.device)
+        is_neg[present] = False
+        negs = torch.nonzero(is_neg).flatten()
+        n_take = max(0, int((self.subsample_p - n_pres / n_cls) * len(negs)))
+        perm = torch.randperm(len(negs), device=labels.device)[:n_take]
+        ids = torch.cat([present, negs[perm]])
+        remap = torch.full((n_cls,), -1, dtype=torch.long, device=labels.device)
+        remap[ids] = torch.arange(len(ids), device=labels.device)
+        return ids, remap[labels]
+
+    def similarities(self, embeddings, u, kappa, **kwargs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def nca_loss(self, sims: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (-sims.gather(1, labels[:, None]).squeeze(1) + torch.logsumexp(sims, dim=1)).mean()
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, **kwargs) -> torch.Tensor:
+        labels = torch.as_tensor(labels, device=embeddings.device).long()
+        u, kappa = self.directions(), self.concentrations()
+        ids, target = self.select_proxies(labels)
+        if ids is not None:
+            u, kappa = u[ids], kappa[ids]
+        sims = self.similarities(embeddings, u, kappa, **kwargs)
+        return self.nca_loss(sims, target)
+
+    # ------------------------------------------------------------------ outputs
+    def evaluate(self, embeddings, labels, split) -> dict[str, float]:
+        return {"proxy_temperature": float(self.temp.detach()),
+                "proxy_kappa_mean": float(self.concentrations().detach().mean())}  # fmt: skip
+
+    def export(self) -> dict[str, np.ndarray]:
+        return {
+            "proxies": self.directions().detach().cpu().numpy(),
+            "proxy_kappas": self.concentrations().detach().cpu().numpy(),
+            "temperature": self.temp.detach().cpu().numpy(),
+        }
+
+
+def stretched(u: torch.Tensor, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """m_c = kappa_c * u_c and r_c = ||m_c||."""
+    m = kappa * u
+    return m, torch.linalg.vector_norm(m, dim=1)
+
+
+def nivmf_offset(kappa: torch.Tensor, r: torch.Tensor, d: int) -> torch.Tensor:
+    """a_c = log C_d(r_c) + sum_j log kappa_{c,j} - log r_c, so l_c(z) = a_c + z^T m_c."""
+    return log_vmf_norm(r, d) + torch.log(kappa).sum(dim=1) - torch.log(r)

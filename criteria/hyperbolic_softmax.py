@@ -1,0 +1,103 @@
+"""Hyperbolic softmax (Poincare ball MLR, Ganea et al. 2018), a baseline of Scott et al. 2021."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from criteria import register
+from criteria._base import Criterion
+from criteria._vmf_eval import closed_set_eval
+from utilities.errors import UserError
+
+_MIN_NORM = 1e-15
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--loss_hyperbolic_softmax_c", default=1e-5, type=float,
+                        help="hyperbolic_softmax: Poincare ball curvature c (vMF paper: 1e-5)")  # fmt: skip
+
+
+def expmap0(u: torch.Tensor, c: float) -> torch.Tensor:
+    """exp_0^c(u) = tanh(sqrt(c) ||u||) u / (sqrt(c) ||u||)."""
+    sc = math.sqrt(c)
+    norm = u.norm(dim=-1, keepdim=True).clamp_min(_MIN_NORM)
+    return torch.tanh(sc * norm) * u / (sc * norm)
+
+
+def mobius_add(u: torch.Tensor, v: torch.Tensor, c: float) -> torch.Tensor:
+    """u (+)_c v = ((1 + 2c<u,v> + c||v||^2) u + (1 - c||u||^2) v) / (1 + 2c<u,v> + c^2 ||u||^2 ||v||^2)."""
+    uv = (u * v).sum(-1, keepdim=True)
+    u2 = (u * u).sum(-1, keepdim=True)
+    v2 = (v * v).sum(-1, keepdim=True)
+    num = (1 + 2 * c * uv + c * v2) * u + (1 - c * u2) * v
+    return num / (1 + 2 * c * uv + c * c * u2 * v2).clamp_min(_MIN_NORM)
+
+
+def hyperbolic_mlr_logits(x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, c: float) -> torch.Tensor:
+    """Ganea et al. 2018, eq. 25: for x [N, d] in the ball, p [C, d] in the ball, a [C, d] tangent at p,
+
+    logit_k(x) = lambda_{p_k} ||a_k|| / sqrt(c) * asinh( 2 sqrt(c) <m_k, a_k> / ((1 - c ||m_k||^2) ||a_k||) ),
+    m_k = (-p_k) (+)_c x, lambda_p = 2 / (1 - c ||p||^2).
+    """
+    sc = math.sqrt(c)
+    m = mobius_add(-p[None, :, :], x[:, None, :], c)  # [N, C, d]
+    a_norm = a.norm(dim=-1).clamp_min(_MIN_NORM)  # [C]
+    lam = 2.0 / (1 - c * (p * p).sum(-1))  # [C]
+    inner = (m * a[None]).sum(-1)  # [N, C]
+    m2 = (m * m).sum(-1)
+    arg = 2 * sc * inner / ((1 - c * m2) * a_norm[None])
+    return lam[None] * a_norm[None] / sc * torch.asinh(arg)
+
+
+@register(
+    "hyperbolic_softmax",
+    paper="Scott et al. 2021 (baseline): hyperbolic multinomial logistic regression (Ganea et al. 2018)",
+    flags="--loss_hyperbolic_softmax_c",
+)
+class HyperbolicSoftmax(Criterion):
+    """CE over hyperbolic MLR logits on the Poincare ball of curvature c (``--loss_hyperbolic_softmax_c``).
+
+    The embedding is mapped into the ball by x = exp_0^c(z). Class k has a Euclidean parameter
+    p'_k with p_k = exp_0^c(p'_k) and a tangent vector a'_k at the origin, transported to p_k as
+    a_k = (1 - c ||p_k||^2) a'_k (the hyptorch ``HyperbolicMLR`` used by the vMF paper's code);
+    logits follow ``hyperbolic_mlr_logits``. Parameters init N(0, 1/d)-ish (a) and zero-mean small (p),
+    trained at --lr without weight decay.
+    """
+
+    allowed_miners = ()
+    default_miner = None
+
+    def __init__(self, opt, batchminer=None):
+        super().__init__(opt, batchminer)
+        d, n = int(opt.embed_dim), int(opt.n_classes)
+        self.c = float(opt.loss_hyperbolic_softmax_c)
+        if not self.c > 0:
+            raise UserError(f"--loss_hyperbolic_softmax_c must be > 0, got {self.c}")
+        bound = 1 / math.sqrt(d)
+        self.a_vals = nn.Parameter(torch.empty(n, d).uniform_(-bound, bound))
+        self.p_vals = nn.Parameter(torch.empty(n, d).uniform_(-bound, bound))
+
+    def class_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        p = expmap0(self.p_vals, self.c)
+        a = self.a_vals * (1 - self.c * (p * p).sum(-1, keepdim=True))
+        return p, a
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        p, a = self.class_params()
+        return hyperbolic_mlr_logits(expmap0(embeddings, self.c), p.to(embeddings.dtype), a.to(embeddings.dtype), self.c)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = torch.as_tensor(labels, device=embeddings.device).long()
+        return F.cross_entropy(self.logits(embeddings), labels)
+
+    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
+        return closed_set_eval(self, self.logits, embeddings, labels, split)
+
+    def export(self) -> dict[str, np.ndarray]:
+        p, a = self.class_params()
+        return {"class_p": p.detach().cpu().numpy(), "class_a": a.detach().cpu().numpy()}

@@ -1,0 +1,48 @@
+"""ProxyNCA++-style ProxyNCA of the EL-nivMF code (positive proxy included, scale flag)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from criteria import register
+from criteria._base import Criterion
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--loss_proxynca_scale", default=3.0, type=float,
+                        help="proxynca_pp: embeddings and proxies are L2-normalised then multiplied by this")  # fmt: skip
+
+
+@register("proxynca_pp", paper="Teh et al. 2020, ProxyNCA++ (as the EL-nivMF code's proxynca)",
+          flags="--loss_proxynca_scale, --loss_proxynca_lrmulti")  # fmt: skip
+class ProxyNcaPP(Criterion):
+    """x = s e/||e||, p_c = s v_c/||v_c||: L = mean_i [ ||x_i - p_{y_i}||^2 + logsumexp_c(-||x_i - p_c||^2) ].
+
+    The positive proxy is INCLUDED in the denominator (NCA++ form; the Roth-suite ``proxynca`` excludes it).
+    Proxies init randn / 8, trained at --lr x --loss_proxynca_lrmulti without weight decay.
+    """
+
+    allowed_miners = ()
+    default_miner = None
+
+    def __init__(self, opt, batchminer=None):
+        super().__init__(opt, batchminer)
+        self.scale = float(opt.loss_proxynca_scale)
+        self.proxies = nn.Parameter(torch.randn(int(opt.n_classes), int(opt.embed_dim)) / 8)
+
+    def forward(self, embeddings, labels):
+        labels = torch.as_tensor(labels, device=embeddings.device).long()
+        x = self.scale * F.normalize(embeddings, dim=1)
+        p = self.scale * F.normalize(self.proxies, dim=1)
+        d2 = (x.pow(2).sum(1, keepdim=True) + p.pow(2).sum(1)[None] - 2 * x @ p.T).clamp_min(0)
+        return (d2.gather(1, labels[:, None]).squeeze(1) + torch.logsumexp(-d2, dim=1)).mean()
+
+    def param_groups(self):
+        return [{"params": [self.proxies], "lr": self.opt.lr * self.opt.loss_proxynca_lrmulti, "weight_decay": 0.0,
+                 "name": "proxynca_pp_proxies"}]  # fmt: skip
+
+    def export(self) -> dict[str, np.ndarray]:
+        return {"proxies": self.proxies.detach().cpu().numpy()}

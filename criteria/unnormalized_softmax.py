@@ -1,0 +1,44 @@
+"""Unnormalised softmax cross-entropy, a baseline of Scott et al. 2021 (vMF loss paper)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from criteria import register
+from criteria._base import Criterion
+from criteria._vmf_eval import closed_set_eval
+
+
+@register(
+    "unnormalized_softmax",
+    paper="Scott et al. 2021 (baseline): softmax cross-entropy with logits z W^T, no bias, no normalisation",
+    flags="(uses --lr for the class weights)",
+)
+class UnnormalizedSoftmax(Criterion):
+    """L = mean_i CE(z_i W^T, y_i); W [C, d] bias-free, init N(0, 1/d), trained at --lr without decay."""
+
+    allowed_miners = ()
+    default_miner = None
+
+    def __init__(self, opt, batchminer=None):
+        super().__init__(opt, batchminer)
+        d = int(opt.embed_dim)
+        self.class_weights = nn.Parameter(torch.randn(int(opt.n_classes), d) / math.sqrt(d))
+
+    def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return embeddings @ self.class_weights.to(embeddings.dtype).T
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labels = torch.as_tensor(labels, device=embeddings.device).long()
+        return F.cross_entropy(self.logits(embeddings), labels)
+
+    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
+        return closed_set_eval(self, self.logits, embeddings, labels, split)
+
+    def export(self) -> dict[str, np.ndarray]:
+        return {"class_weights": self.class_weights.detach().cpu().numpy()}

@@ -1,0 +1,192 @@
+"""vMF softmax cross-entropy (Scott, Gallagher & Mozer, ICCV 2021), DESIGN section 5.1."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from criteria import register
+from criteria._base import Criterion
+from criteria._vmf_eval import classification_metrics, is_closed_set, sampled_retrieval
+from utilities.errors import UserError
+from utilities.vmf import log_vmf_norm, sample_vmf, vmf_mean_resultant
+
+N_RETRIEVAL_SETS = 10
+
+
+def add_args(parser) -> None:
+    parser.add_argument("--loss_vmf_softmax_n_samples", default=10, type=int,
+                        help="vmf_softmax: reparameterised vMF samples S per example (loss and predictions)")
+    parser.add_argument("--kappa_confidence", default=0.4, type=float,
+                        help="vmf_softmax: target initial mean resultant length r in (0, 1); sets the frozen scale "
+                             "s and the class-weight init (also cosine/hyperbolic softmax weight init)")
+    parser.add_argument("--learn_temp", action="store_true",
+                        help="vmf_softmax / cosine_softmax: learn the temperature beta = exp(-temp)")
+    parser.add_argument("--init_temp", default=0.0, type=float, help="initial temp (beta = exp(-temp))")
+    parser.add_argument("--temp_lr", default=0.001, type=float,
+                        help="learning rate of temp (own param group: no momentum, no weight decay)")  # fmt: skip
+
+
+def kappa_sigma(r: float, d: int) -> float:
+    """r / (1 - r^2) * (d - 1) / sqrt(d): per-coordinate scale giving a norm ~ kappa with A_d(kappa) ~ r."""
+    if not 0.0 < r < 1.0:
+        raise UserError(f"--kappa_confidence must lie in (0, 1), got {r}")
+    return r / (1.0 - r * r) * (d - 1) / math.sqrt(d)
+
+
+class TemperatureMixin:
+    """beta = exp(-temp); temp a parameter with its own lr (``--learn_temp``) or a fixed buffer."""
+
+    def _init_temp(self, opt) -> None:
+        t = torch.tensor(float(opt.init_temp))
+        if opt.learn_temp:
+            self.temp = nn.Parameter(t)
+        else:
+            self.register_buffer("temp", t)
+
+    @property
+    def beta(self) -> torch.Tensor:
+        return torch.exp(-self.temp)
+
+    def temp_group(self) -> list[dict]:
+        if not isinstance(self.temp, nn.Parameter):
+            return []
+        group = {"params": [self.temp], "lr": float(self.opt.temp_lr), "weight_decay": 0.0, "name": "temperature"}
+        if self.opt.optim == "sgd":
+            group.update(momentum=0.0, nesterov=False)
+        return [group]
+
+
+@register(
+    "vmf_softmax",
+    paper="Scott et al. 2021, von Mises-Fisher Loss: An Exploration of Embedding Geometries for Supervised Learning",
+    flags="--loss_vmf_softmax_n_samples, --kappa_confidence, --learn_temp, --init_temp, --temp_lr",
+)
+class VMFSoftmax(TemperatureMixin, Criterion):
+    """vMF softmax: embeddings and class weights are vMF distributions.
+
+    Instance: z = s f(x), kappa_z = ||z||, mu_z = z / ||z||, with the scale s frozen in
+    ``prepare`` (s = (1/m) r/(1-r^2) (d-1)/sqrt(d), m the mean |coordinate| of f(x) over the
+    train set, r = --kappa_confidence). Class c: the free parameter w_c = kappa_c mu_c
+    (init N(0, sigma^2), sigma = r/(1-r^2)(d-1)/sqrt(d)). Temperature beta = exp(-temp).
+
+    Derivation. With unit z ~ vMF(mu_z, kappa_z) and unit class directions v_c ~ vMF(mu_c, kappa_c),
+    the softmax likelihood is p(y | z, v) = exp(beta z^T v_y) / sum_c exp(beta z^T v_c). The paper
+    minimises the negative log expected likelihood with the expectation over v taken in numerator
+    and denominator separately (Jensen: -E log p <= this bound):
+
+        L = E_z[ log sum_c E_v exp(beta z^T v_c) ] - E_{z,v}[ beta z^T v_y ].
+
+    The vMF moment generating function gives E_v exp(beta z^T v_c) = C_d(kappa_c) / C_d(||w_c + beta z||)
+    (the normaliser of the product density kappa_c mu_c + beta z); E z = A_d(kappa_z) mu_z,
+    E v_y = A_d(kappa_y) mu_y and the numerator is linear, so its expectation is exact. The outer E_z
+    is a Monte-Carlo mean over S reparameterised samples z_s:
+
+        L = (1/S) sum_s logsumexp_c [log C_d(kappa_c) - log C_d(||w_c + beta z_s||)]
+            - beta <A_d(kappa_z) mu_z, A_d(kappa_y) mu_y>,
+
+    averaged over the batch, with the exact normaliser ``utilities.vmf.log_vmf_norm`` and
+    ``torch.logsumexp``. Pass ``samples`` [S, B, d] to ``forward`` to fix the draws (tests).
+    """
+
+    allowed_miners = ()
+    default_miner = None
+
+    def __init__(self, opt, batchminer=None):
+        super().__init__(opt, batchminer)
+        self.dim = int(opt.embed_dim)
+        if self.dim < 2:
+            raise UserError(f"vmf_softmax needs --embed_dim >= 2, got {self.dim}")
+        self.n_samples = int(opt.loss_vmf_softmax_n_samples)
+        if self.n_samples < 1:
+            raise UserError(f"--loss_vmf_softmax_n_samples must be >= 1, got {self.n_samples}")
+        self.r = float(opt.kappa_confidence)
+        sigma = kappa_sigma(self.r, self.dim)
+        self.class_weights = nn.Parameter(torch.randn(int(opt.n_classes), self.dim) * sigma)
+        self.register_buffer("scale", torch.tensor(1.0))
+        self._init_temp(opt)
+        self.generator: torch.Generator | None = None
+
+    # ----------------------------------------------------------------------------- set-up
+    @torch.no_grad()
+    def prepare(self, model: nn.Module, loader, device: torch.device) -> None:
+        """Freeze s = (1/m) r/(1-r^2)(d-1)/sqrt(d), m = mean |f(x)_j| over the loader."""
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for batch in loader:
+            out = model(batch[0].to(device)).float()
+            total += out.abs().sum().item()
+            count += out.numel()
+        model.train(was_training)
+        m = total / max(count, 1)
+        if not m > 0:
+            raise UserError("vmf_softmax: the network's initial embeddings are all zero; cannot set the scale")
+        self.scale.fill_(kappa_sigma(self.r, self.dim) / m)
+
+    def param_groups(self) -> list[dict]:
+        groups = [{"params": [self.class_weights], "lr": self.opt.lr, "weight_decay": 0.0, "name": "vmf_class_weights"}]
+        return groups + self.temp_group()
+
+    # ------------------------------------------------------------------------------ loss
+    def instance(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu_z [B, d], kappa_z [B]) of z = s f(x)."""
+        z = self.scale.to(embeddings.dtype) * embeddings
+        kappa = z.norm(dim=1).clamp_min(1e-12)
+        return z / kappa[:, None], kappa
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, samples: torch.Tensor | None = None):
+        labels = torch.as_tensor(labels, device=embeddings.device).long()
+        mu, kappa = self.instance(embeddings)
+        if samples is None:
+            samples = sample_vmf(mu, kappa, self.n_samples, generator=self.generator)  # [S, B, d]
+        w = self.class_weights.to(embeddings.dtype)
+        beta = self.beta.to(embeddings.dtype)
+        kappa_c = w.norm(dim=1)  # [C]
+        # ||w_c + beta z_s||^2 = ||w_c||^2 + 2 beta z_s^T w_c + beta^2 ||z_s||^2
+        sq = (kappa_c**2)[None, None, :] + 2 * beta * (samples @ w.T) + (beta**2) * (samples**2).sum(-1, keepdim=True)
+        post = sq.clamp_min(1e-12).sqrt()  # [S, B, C]
+        terms = log_vmf_norm(kappa_c, self.dim)[None, None, :] - log_vmf_norm(post, self.dim)
+        denominator = torch.logsumexp(terms, dim=2).mean(dim=0)  # [B]
+        a_z = vmf_mean_resultant(kappa, self.dim)  # [B]
+        a_y = vmf_mean_resultant(kappa_c, self.dim)[labels]  # [B]
+        mu_y = w[labels] / kappa_c[labels, None].clamp_min(1e-12)
+        numerator = beta * a_z * a_y * (mu * mu_y).sum(1)
+        return (denominator - numerator).mean()
+
+    # ------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def predict_proba(self, embeddings: torch.Tensor, n_samples: int | None = None, generator=None) -> torch.Tensor:
+        """mean_s softmax(beta z_s^T v_s): S samples of z and S independent samples of each class direction."""
+        n = n_samples or self.n_samples
+        dev = self.class_weights.device
+        mu, kappa = self.instance(embeddings.to(dev).float())
+        w = self.class_weights.float()
+        kappa_c = w.norm(dim=1).clamp_min(1e-12)
+        zs = sample_vmf(mu, kappa, n, generator=generator)  # [S, N, d]
+        vs = sample_vmf(w / kappa_c[:, None], kappa_c, n, generator=generator)  # [S, C, d]
+        logits = self.beta.float() * torch.einsum("snd,scd->snc", zs, vs)
+        return torch.softmax(logits.double(), dim=2).mean(dim=0)
+
+    @torch.no_grad()
+    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
+        gen = torch.Generator(device=self.class_weights.device).manual_seed(int(getattr(self.opt, "seed", 0)))
+        out = {}
+        if is_closed_set(self.opt, labels, split):
+            out.update(classification_metrics(self.predict_proba(embeddings, generator=gen), labels))
+        mu, kappa = self.instance(embeddings.to(self.class_weights.device).float())
+        sets = sample_vmf(mu, kappa, N_RETRIEVAL_SETS, generator=gen).cpu()
+        out.update(sampled_retrieval(list(sets), labels))
+        out["vmf_mean_kappa"] = float(kappa.mean())
+        return out
+
+    def export(self) -> dict[str, np.ndarray]:
+        """Per-image kappa = scale * norms (norms are saved by the trainer); class kappas = ||class_weights||."""
+        return {
+            "vmf_scale": self.scale.detach().cpu().numpy(),
+            "class_weights": self.class_weights.detach().cpu().numpy(),
+            "temperature": self.beta.detach().cpu().numpy(),
+        }
