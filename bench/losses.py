@@ -7,7 +7,8 @@
 Inputs: random L2-normalised float32 embeddings [B, d] with requires_grad, labels 56 classes x 2 (shuffled),
 C = 100 classes for the proxy / class-weight losses. Tuples (triplets, pairs, N-pair and lifted structures) are
 mined once outside the timed region and handed to ours and to PML alike. Each cell is the median of
-``torch.utils.benchmark.Timer.blocked_autorange`` (warm-up run first) of ``loss(...).backward()``.
+``torch.utils.benchmark.Timer`` rounds of ``loss(...).backward()`` (warm-up call first), ours and PML
+alternating round by round so that load from other processes hits both alike; ratio = ours / PML.
 
 Notes on pairing (the ratio compares like with like where PML has the same loss):
   * multisimilarity: ours mines inside its forward (the authors' code does), so PML's time is
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
+import statistics
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -246,16 +248,31 @@ def cases(x, labels):
     return out
 
 
-def time_ms(fn, threads: int, min_run_time: float) -> float:
+def _timer(fn, threads: int) -> benchmark.Timer:
     def step():
         fn().backward()
 
     step()  # warm-up
-    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=threads)
-    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
+    return benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=threads)
 
 
-def roth_table(threads=(1,), min_run_time: float = 0.3) -> list[dict]:
+def time_pair_ms(ours_fn, pml_fn, threads: int, min_run_time: float, rounds: int = 7) -> tuple[float, float | None]:
+    """Median ms per forward+backward of ours and PML, measured in alternating rounds so that load changes on
+    a shared machine hit both sides alike."""
+    timers = [_timer(ours_fn, threads)] + ([_timer(pml_fn, threads)] if pml_fn is not None else [])
+    numbers = []
+    for t in timers:  # calls per round: about min_run_time / rounds seconds each
+        per_call = t.timeit(3).median
+        numbers.append(max(1, int(min_run_time / rounds / max(per_call, 1e-6))))
+    samples = [[] for _ in timers]
+    for _ in range(rounds):
+        for t, n, out in zip(timers, numbers, samples):
+            out.append(t.timeit(n).median)
+    medians = [statistics.median(s) * 1e3 for s in samples]
+    return medians[0], (medians[1] if len(medians) > 1 else None)
+
+
+def roth_table(threads=(1,), min_run_time: float = 0.5) -> list[dict]:
     """Print (and return) the ours-vs-PML forward+backward timing table of the Roth-suite criteria."""
     torch.manual_seed(0)
     x, labels = make_batch()
@@ -267,8 +284,7 @@ def roth_table(threads=(1,), min_run_time: float = 0.3) -> list[dict]:
         print(f"{'criterion':<24} {'ours ms':>9} {'PML ms':>9} {'ours/PML':>9}")
         for name in ROTH:
             ours_fn, pml_fn = table[name]
-            ours = time_ms(ours_fn, n_eff, min_run_time)
-            pml = time_ms(pml_fn, n_eff, min_run_time) if pml_fn is not None else None
+            ours, pml = time_pair_ms(ours_fn, pml_fn, n_eff, min_run_time)
             ratio = ours / pml if pml else None
             rows.append({"criterion": name, "threads": n_eff, "ours_ms": ours, "pml_ms": pml, "ratio": ratio})
             pml_s = f"{pml:9.3f}" if pml is not None else f"{'-':>9}"
@@ -280,7 +296,7 @@ def roth_table(threads=(1,), min_run_time: float = 0.3) -> list[dict]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads per table (0: default)")
-    parser.add_argument("--min_run_time", type=float, default=0.3, help="seconds of timing per cell")
+    parser.add_argument("--min_run_time", type=float, default=0.5, help="seconds of timing per cell")
     args = parser.parse_args(argv)
     roth_table(tuple(args.threads), args.min_run_time)
     try:

@@ -185,3 +185,32 @@ def test_help_is_grouped():
     for group in ["Basic training", "Data and batches", "Architecture", "Losses", "Batch mining", "Evaluation",
                   "Logging"]:  # fmt: skip
         assert group + ":" in text
+
+
+def storage_samplers() -> list[str]:
+    import datasampler
+
+    return [e.name for e in datasampler.REGISTRY.entries() if getattr(e.obj, "requires_storage", False)]
+
+
+@pytest.mark.parametrize("sampler", storage_samplers())
+def test_storage_sampler_fed_by_training_loop(sampler, tmp_path, monkeypatch):
+    """The loop seeds the sampler's storage with train embeddings, then replaces entries per batch."""
+    from utilities.trainer import Trainer
+
+    seen = {}
+    original = Trainer.train_epoch
+
+    def spy(self, epoch):
+        seen["initial"] = self.sampler.storage.clone()
+        seen["n_train"] = len(self.data["training"])
+        out = original(self, epoch)
+        seen["after"] = self.sampler.storage.clone()
+        return out
+
+    monkeypatch.setattr(Trainer, "train_epoch", spy)
+    args = ["--data_sampler", sampler, "--data_batchmatch_bigbs", "120", "--n_epochs", "1", "--no_progress",
+            "--evaluation_metrics", "e_recall@1"]  # fmt: skip
+    assert run_main(args, tmp_path) == 0
+    assert seen["initial"].shape[0] == seen["n_train"]
+    assert not torch.equal(seen["initial"], seen["after"])  # batches wrote their embeddings back
