@@ -181,7 +181,9 @@ def build_parser() -> FlagParser:
     """The full flag parser, grouped for ``--help``."""
     parser = FlagParser(
         prog="main.py",
-        description="Train and evaluate deep metric learning models. Unset flags take the dataset's defaults.",
+        usage="python main.py [--dataset NAME] [--loss NAME] [--arch NAME] [flags ...]",
+        description="Train and evaluate deep metric learning models. Unset flags take the dataset's defaults "
+        "(shown below for the chosen --dataset).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     basic_training_parameters(parser)
@@ -224,7 +226,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``argv`` (default ``sys.argv[1:]``), apply dataset defaults, check flags."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    first, _ = parser.parse_known_args(argv)
+    # Dataset defaults go in before the real parse, so --help shows the values that apply.
+    first, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
     parser.set_defaults(**datasets.defaults(first.dataset))
     opt = parser.parse_args(argv)
     if opt.batch_mining is None:

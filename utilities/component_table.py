@@ -1,0 +1,127 @@
+"""Markdown table of every registered component (criteria, miners, samplers, architectures, datasets, metrics).
+
+    python -m utilities.component_table                    # print the tables
+    python -m utilities.component_table --write README.md  # replace the text between the README markers
+
+The rows come from the registries (``utilities.registry.Entry``: name, paper, flags, meta). Where an entry
+declares no ``flags``, the flags its module declares are listed instead: the module's ``add_args`` is run on
+a throwaway parser and its option strings are read back. ``tests/test_component_table.py`` fails when the
+README's table and the registries disagree; regenerate with ``--write``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pathlib
+import sys
+
+from utilities.errors import UserError
+
+START = "<!-- components:start -->"
+END = "<!-- components:end -->"
+# (package, section title), in README order.
+SECTIONS = (
+    ("criteria", "Criteria"),
+    ("batch_mining", "Batch miners"),
+    ("datasampler", "Data samplers"),
+    ("architectures", "Architectures"),
+    ("datasets", "Datasets"),
+    ("metrics", "Metrics"),
+)
+
+
+def module_flags(module_name: str) -> list[str]:
+    """Long option strings declared by ``module_name``'s ``add_args`` (empty when it declares none)."""
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    add_args = getattr(module, "add_args", None)
+    if add_args is None:
+        return []
+    parser = argparse.ArgumentParser(add_help=False)
+    add_args(parser)
+    flags = []
+    for action in parser._actions:
+        long = [s for s in action.option_strings if s.startswith("--")] or action.option_strings
+        flags.extend(long[:1])
+    return flags
+
+
+def entry_flags(entry) -> str:
+    """The entry's declared ``flags``, else the flags its module declares, else '-'."""
+    if entry.flags:
+        return entry.flags
+    return ", ".join(module_flags(entry.module)) or "-"
+
+
+def entry_notes(entry) -> str:
+    """Short ``key=value`` notes from the entry's meta (dataset presets are listed by key only)."""
+    notes = []
+    for key, value in sorted(entry.meta.items()):
+        if isinstance(value, dict):
+            if value:
+                notes.append(f"{key}: {', '.join(sorted(value))}")
+        else:
+            notes.append(f"{key}={value}")
+    return "; ".join(notes) or "-"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def registries() -> list[tuple[str, object]]:
+    """``(section title, Registry)`` of every component folder."""
+    return [(title, importlib.import_module(pkg).REGISTRY) for pkg, title in SECTIONS]
+
+
+def render() -> str:
+    """The Markdown tables, one per component kind, rows sorted by name."""
+    lines = [
+        "Generated from the registries by `python -m utilities.component_table --write README.md`; "
+        "do not edit by hand. Flags: the ones a component declares (its module's `add_args`).",
+    ]
+    for title, registry in registries():
+        lines += ["", f"### {title} (`{registry.flag}`)", ""]
+        lines += ["| name | paper / source | flags | notes |", "|---|---|---|---|"]
+        for e in registry.entries():
+            cells = [f"`{e.name}`", e.paper or "-", entry_flags(e), entry_notes(e)]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def splice(text: str, table: str) -> str:
+    """``text`` with the part between the START and END markers replaced by ``table``."""
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise UserError(f"expected one '{START}' followed by one '{END}' marker in the file")
+    head, rest = text.split(START)
+    _, tail = rest.split(END)
+    return f"{head}{START}\n{table}{END}{tail}"
+
+
+def section(text: str) -> str:
+    """The text between the markers, as ``splice`` writes it (the table)."""
+    if START not in text or END not in text:
+        raise UserError(f"no '{START}' ... '{END}' section in the file")
+    return text.split(START, 1)[1].split(END, 1)[0].removeprefix("\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Markdown table of every registered component.")
+    parser.add_argument("--write", metavar="FILE", help="replace the text between the component markers in FILE")
+    args = parser.parse_args(argv)
+    table = render()
+    if not args.write:
+        print(table, end="")
+        return
+    path = pathlib.Path(args.write)
+    if not path.is_file():
+        raise UserError(f"--write: no file {path}")
+    path.write_text(splice(path.read_text(), table))
+    print(f"wrote the component table into {path}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as err:
+        sys.exit(f"error: {err}")
