@@ -214,8 +214,9 @@ def check_options(opt: argparse.Namespace) -> None:
         batch_mining.REGISTRY.get(opt.batch_mining)
     criteria.check_miner(opt.loss, opt.batch_mining)
     metrics.validate(opt.evaluation_metrics)
-    metrics.validate(opt.storage_metrics)
-    missing = [m for m in opt.storage_metrics if m not in opt.evaluation_metrics]
+    own = criteria.get_class(opt.loss).selectable_metrics  # computed by the loss's evaluate()
+    metrics.validate([m for m in opt.storage_metrics if m not in own])
+    missing = [m for m in opt.storage_metrics if m not in opt.evaluation_metrics and m not in own]
     if missing:
         opt.evaluation_metrics = list(opt.evaluation_metrics) + missing
     if opt.evaltypes != ["discriminative"]:

@@ -23,6 +23,7 @@ Notes on pairing (the ratio compares like with like where PML has the same loss)
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import pathlib
 import statistics
@@ -194,8 +195,10 @@ def cases(x, labels):
     a2, n2 = torch.nonzero(labels[:, None] != labels[None, :], as_tuple=True)
     out["angular"] = (
         lambda c=crit: c(x, labels, tuples=tuples),
-        lambda: npl(x, labels, indices_tuple=(aa, ap, aa, ap))
-        + opt.loss_angular_npair_ang_weight * ang(x, labels, indices_tuple=(aa, ap, a2, n2)),
+        lambda: (
+            npl(x, labels, indices_tuple=(aa, ap, aa, ap))
+            + opt.loss_angular_npair_ang_weight * ang(x, labels, indices_tuple=(aa, ap, a2, n2))
+        ),
     )
 
     lifted_tuples = mine("lifted", opt, x, labels)
@@ -299,12 +302,11 @@ def main(argv=None) -> None:
     parser.add_argument("--min_run_time", type=float, default=0.5, help="seconds of timing per cell")
     args = parser.parse_args(argv)
     roth_table(tuple(args.threads), args.min_run_time)
-    try:
-        from bench._proxyvmf_scale import proxyvmf_table  # written by another part of the suite
-    except ImportError:
-        proxyvmf_table = None
-    if proxyvmf_table is not None:
-        proxyvmf_table()
+    # bench/_proxyvmf_scale.py (another part of the suite) may add the proxyvmf scaling table.
+    if (ROOT / "bench" / "_proxyvmf_scale.py").is_file():
+        proxyvmf_table = getattr(importlib.import_module("bench._proxyvmf_scale"), "proxyvmf_table", None)
+        if callable(proxyvmf_table):
+            proxyvmf_table()
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import evaluation  # noqa: E402
 import parameters  # noqa: E402
 from utilities.trainer import Trainer, eval_loader  # noqa: E402
 
-VMF_ARGS = ["--loss", "vmf_softmax", "--optim", "sgd", "--lr", "0.05", "--momentum", "0.9", "--learn_temp",
-            "--temp_lr", "0.001", "--embed_dim", "8"]  # fmt: skip
+VMF_ARGS = ["--loss", "vmf_softmax", "--optim", "adam", "--lr", "0.003", "--learn_temp", "--temp_lr", "0.001",
+            "--embed_dim", "8"]  # fmt: skip
 
 
 def common_args(save: str, epochs: int, corruption: float, seed: int) -> list[str]:
@@ -37,11 +37,16 @@ def common_args(save: str, epochs: int, corruption: float, seed: int) -> list[st
             "--evaluation_metrics", "e_recall@1", "--save_path", save, "--seed", str(seed)]  # fmt: skip
 
 
-def kappa_corruption_rho(args: list[str]) -> tuple[float, dict]:
-    """Train, then Spearman(kappa or norm, corruption) on the test split; also the last test metrics."""
+def kappa_corruption_rho(args: list[str], train: bool = True) -> tuple[float, dict]:
+    """Train, then Spearman(kappa or norm, corruption) on the test split; also the last test metrics.
+
+    ``train=False``: the same for the untrained network (after ``prepare``), the reference point."""
     opt = parameters.parse_args(args)
     trainer = Trainer(opt)
-    trainer.fit()
+    if train:
+        trainer.fit()
+    else:
+        trainer.criterion.prepare(trainer.model, eval_loader(trainer.data["evaluation"], opt), trainer.device)
     test = trainer.data["testing"]
     emb, labels = evaluation.extract_embeddings(trainer.model, eval_loader(test, opt), trainer.device)
     norms = emb.norm(dim=1)
@@ -55,15 +60,17 @@ def kappa_corruption_rho(args: list[str]) -> tuple[float, dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--corruption", type=float, default=1.0)
+    p.add_argument("--corruption", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--baseline", default="cosine_softmax")
     a = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         runs = [("vmf_softmax", VMF_ARGS),
-                (a.baseline, ["--loss", a.baseline, "--optim", "sgd", "--lr", "0.05", "--momentum", "0.9",
-                              "--embed_dim", "8", "--learn_temp"])]  # fmt: skip
+                (a.baseline, ["--loss", a.baseline, "--optim", "adam", "--lr", "0.003", "--embed_dim", "8",
+                              "--learn_temp"])]  # fmt: skip
+        rho0, _ = kappa_corruption_rho(VMF_ARGS + common_args(tmp, a.epochs, a.corruption, a.seed), train=False)
+        print(f"untrained network: Spearman(kappa, corruption) on test = {rho0:+.3f}")
         for name, extra in runs:
             start = time.time()
             rho, metrics = kappa_corruption_rho(extra + common_args(tmp, a.epochs, a.corruption, a.seed))

@@ -13,6 +13,7 @@ class Criterion(nn.Module):
     Class attributes a subclass sets:
 
     * ``allowed_miners``: miner names it accepts (empty: it takes no miner).
+    * ``selectable_metrics``: its own ``evaluate`` metrics usable in ``--storage_metrics``.
     * ``default_miner``: miner used when ``--batch_mining`` is not given (None: none).
     * ``lr_flag``: name of the ``opt`` attribute holding the learning rate of the
       criterion's own parameters (None: the backbone ``--lr``).
@@ -20,6 +21,9 @@ class Criterion(nn.Module):
 
     allowed_miners: tuple[str, ...] = ()
     default_miner: str | None = None
+    # Names returned by ``evaluate`` that may drive checkpoints, ReduceLROnPlateau and early
+    # stopping (``--storage_metrics``); higher must be better.
+    selectable_metrics: tuple[str, ...] = ()
 
     def __init__(self, opt, batchminer=None):
         super().__init__()

@@ -36,22 +36,45 @@ KAPPA_MIN = 0.1
 
 def add_proxyvmf_args(parser) -> None:
     a = parser.add_argument
-    a("--loss_proxyvmf_guidance_w", default=0.0, type=float,
-      help="weight w of the ProxyAnchor guidance term on the proxy directions (proxyvmf_panc)")
+    a(
+        "--loss_proxyvmf_guidance_w",
+        default=0.0,
+        type=float,
+        help="weight w of the ProxyAnchor guidance term on the proxy directions (proxyvmf_panc)",
+    )
     a("--loss_proxyvmf_proxylrmulti", default=5000.0, type=float, help="lr of the proxy directions = --lr x this")
-    a("--loss_proxyvmf_conclrmulti", default=50000.0, type=float,
-      help="lr of the per-dimension proxy concentrations = --lr x this")
+    a(
+        "--loss_proxyvmf_conclrmulti",
+        default=50000.0,
+        type=float,
+        help="lr of the per-dimension proxy concentrations = --lr x this",
+    )
     a("--loss_proxyvmf_templrmulti", default=500.0, type=float, help="lr of the temperature = --lr x this")
-    a("--loss_proxyvmf_concentration", default=10.0, type=float,
-      help="initial proxy concentration (every kappa_{c,j}) and initial norm of the raw direction v_c")
-    a("--loss_proxyvmf_rho", default=1.0, type=float,
-      help="order of the PPK in proxyvmf: 1 = expected likelihood (EL-vMF), 0.5 = Bhattacharyya (B-vMF)")
-    a("--loss_proxyvmf_warmstart", action="store_true",
-      help="initialise proxy directions to the normalised train-class mean embeddings (no augmentation)")
+    a(
+        "--loss_proxyvmf_concentration",
+        default=10.0,
+        type=float,
+        help="initial proxy concentration (every kappa_{c,j}) and initial norm of the raw direction v_c",
+    )
+    a(
+        "--loss_proxyvmf_rho",
+        default=1.0,
+        type=float,
+        help="order of the PPK in proxyvmf: 1 = expected likelihood (EL-vMF), 0.5 = Bhattacharyya (B-vMF)",
+    )
+    a(
+        "--loss_proxyvmf_warmstart",
+        action="store_true",
+        help="initialise proxy directions to the normalised train-class mean embeddings (no augmentation)",
+    )
     a("--loss_proxyvmf_temp", default=0.01, type=float, help="initial value of the learned temperature T")
     a("--loss_proxyvmf_n_samples", default=20, type=int, help="vMF samples S per image (proxyvmf_panc)")
-    a("--loss_proxyvmf_init_norm_multiplier", default=100.0, type=float,
-      help="factor on the embedding head's initial weights, so embedding norms (concentrations) start large")
+    a(
+        "--loss_proxyvmf_init_norm_multiplier",
+        default=100.0,
+        type=float,
+        help="factor on the embedding head's initial weights, so embedding norms (concentrations) start large",
+    )
     a("--loss_proxyvmf_subsample_p", default=1.0, type=float,
       help="< 1: per batch use the proxies of the batch's classes plus a random share of the others, "
            "int((p - U/C) (C - U)) negatives (U classes in the batch, C in total), as the original")  # fmt: skip
@@ -63,8 +86,12 @@ def add_oproxy_args(parser) -> None:
     a("--loss_oproxy_neg_alpha", default=32.0, type=float, help="ProxyAnchor/NCA scale of the negative term")
     a("--loss_oproxy_pos_delta", default=0.1, type=float, help="positive margin: exp(-pos_alpha (s - pos_delta))")
     a("--loss_oproxy_neg_delta", default=-0.1, type=float, help="negative margin: exp(neg_alpha (s - neg_delta))")
-    a("--loss_oproxy_mode", default="anchor", choices=["anchor", "nca"],
-      help="anchor: logsumexp over the batch per proxy (ProxyAnchor); nca: over proxies/positives per image")
+    a(
+        "--loss_oproxy_mode",
+        default="anchor",
+        choices=["anchor", "nca"],
+        help="anchor: logsumexp over the batch per proxy (ProxyAnchor); nca: over proxies/positives per image",
+    )
     a("--loss_oproxy_lrmulti", default=2000.0, type=float, help="lr of the oproxy proxies = --lr x this")
 
 
@@ -127,7 +154,7 @@ class NivmfProxyCriterion(Criterion):
 
     def param_groups(self) -> list[dict]:
         lr, o = float(self.opt.lr), self.opt
-        return [
+        groups = [
             {"params": [self.proxy_v], "lr": lr * o.loss_proxyvmf_proxylrmulti, "weight_decay": 0.0,
              "name": "proxyvmf_proxies"},
             {"params": [self.kappa], "lr": lr * o.loss_proxyvmf_conclrmulti, "weight_decay": 0.0,
@@ -135,6 +162,7 @@ class NivmfProxyCriterion(Criterion):
             {"params": [self.temp], "lr": lr * o.loss_proxyvmf_templrmulti, "weight_decay": 0.0,
              "name": "proxyvmf_temperature"},
         ]  # fmt: skip
+        return [g for g in groups if g["params"][0].requires_grad]
 
     @torch.no_grad()
     def prepare(self, model, loader, device) -> None:

@@ -73,6 +73,22 @@ def unpack_sets(tuples, batch_size: int, device: torch.device) -> tuple[torch.Te
     return a, pos, sets_to_mask(negatives, n, batch_size, device)
 
 
+def unpack_npair(tuples, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(anchors, positives, negatives)`` of the npair miner -> (anchors [N], positives [N], neg mask [N, B]).
+
+    A 1-D ``positives`` is used as is (no one-hot mask and argmax round trip on the hot path); any other
+    form goes through ``unpack_sets`` and must hold exactly one positive per anchor.
+    """
+    anchors, positives, negatives = tuples
+    if isinstance(positives, torch.Tensor | np.ndarray) and positives.ndim == 1:
+        a, p = as_index(anchors, device), as_index(positives, device)
+        if len(p) != len(a):
+            raise ValueError(f"npair tuples: {len(a)} anchors but {len(p)} positives")
+        return a, p, sets_to_mask(negatives, len(a), batch_size, device)
+    a, pos_mask, neg_mask = unpack_sets(tuples, batch_size, device)
+    return a, single_positive(pos_mask), neg_mask
+
+
 def single_positive(pos_mask: torch.Tensor) -> torch.Tensor:
     """The one positive index per row of an npair positive mask; fails if a row has not exactly one."""
     counts = pos_mask.sum(dim=1)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from criteria import register
 from criteria._base import Criterion
 from criteria._common import logsumexp_add_one
-from criteria._roth_utils import l2_norm_penalty, single_positive, unpack_sets
+from criteria._roth_utils import l2_norm_penalty, unpack_npair
 from criteria.npair import npair_terms
 
 
@@ -65,10 +65,9 @@ class Angular(Criterion):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples=None) -> torch.Tensor:
         if tuples is None:
             tuples = self.batchminer(embeddings.detach(), labels)
-        anchors, pos_mask, neg_mask = unpack_sets(tuples, len(embeddings), embeddings.device)
+        anchors, positives, neg_mask = unpack_npair(tuples, len(embeddings), embeddings.device)
         loss = self.l2_weight * l2_norm_penalty(embeddings)
         if len(anchors):
-            positives = single_positive(pos_mask)
             loss = loss + npair_terms(embeddings, anchors, positives, neg_mask).mean()
             loss = loss + self.ang_weight * angular_terms(embeddings, anchors, positives, neg_mask, self.tan2).mean()
         return loss

@@ -25,6 +25,10 @@ def add_args(parser) -> None:
         "--loss_arcface_feature_scale", default=16.0, type=float, help="logit scale s (inverse temperature)"
     )
     parser.add_argument(
+        "--loss_arcface_learn_scale", action="store_true",
+        help="learn the logit scale s (as log s, at --temp_lr, no momentum or decay), as the vMF paper's baseline",
+    )  # fmt: skip
+    parser.add_argument(
         "--loss_arcface_warmup_epochs", default=0, type=int,
         help="margin 0 for the first N epochs (vMF paper: 20 (Fashion)MNIST, 60 CIFAR10, 100 CIFAR100)",
     )  # fmt: skip
@@ -33,7 +37,8 @@ def add_args(parser) -> None:
 @register(
     "arcface",
     paper="Deng et al. 2019, ArcFace: Additive Angular Margin Loss for Deep Face Recognition",
-    flags="--loss_arcface_lr, --loss_arcface_angular_margin, --loss_arcface_feature_scale, --loss_arcface_warmup_epochs",
+    flags="--loss_arcface_lr, --loss_arcface_angular_margin, --loss_arcface_feature_scale, "
+    "--loss_arcface_learn_scale, --loss_arcface_warmup_epochs",
 )
 class ArcFace(Criterion):
     """L = mean_i CE(s * [cos(theta_{i,y_i} + m) for the target, cos(theta_{ij}) otherwise], y_i).
@@ -45,8 +50,11 @@ class ArcFace(Criterion):
     Class weights ``[n_classes, embed_dim]`` start uniform in +-1/sqrt(embed_dim) and train
     at ``--loss_arcface_lr`` without weight decay. Takes no miner.
     Warm-up (vMF paper): the margin is 0 during epochs 1..``--loss_arcface_warmup_epochs``
-    (set in ``on_epoch_start``). ``evaluate`` gives accuracy / ECE of softmax(s cos) on closed-set splits.
+    (set in ``on_epoch_start``). With ``--loss_arcface_learn_scale`` s = exp(log_s) is learned
+    (init ``--loss_arcface_feature_scale``, lr ``--temp_lr``), as in the vMF paper. ``evaluate`` gives accuracy / ECE of softmax(s cos) on closed-set splits.
     """
+
+    selectable_metrics = ("accuracy",)
 
     allowed_miners = ()
     default_miner = None
@@ -56,7 +64,12 @@ class ArcFace(Criterion):
         self.margin = float(opt.loss_arcface_angular_margin)
         self.warmup_epochs = int(getattr(opt, "loss_arcface_warmup_epochs", 0))
         self.current_margin = 0.0 if self.warmup_epochs > 0 else self.margin
-        self.scale = float(opt.loss_arcface_feature_scale)
+        log_scale = torch.tensor(math.log(float(opt.loss_arcface_feature_scale)), dtype=torch.float64)
+        if getattr(opt, "loss_arcface_learn_scale", False):
+            self.log_scale = nn.Parameter(log_scale)
+            self.scale_lr = float(opt.temp_lr)
+        else:
+            self.register_buffer("log_scale", log_scale)
         self.class_lr = float(opt.loss_arcface_lr)
         dim = int(opt.embed_dim)
         self.class_map = nn.Parameter(
@@ -70,7 +83,11 @@ class ArcFace(Criterion):
         target = F.one_hot(labels, cos.shape[1]).bool()
         theta_y = torch.acos(cos[target].clamp(-1 + _EPS, 1 - _EPS))
         logits = cos.masked_scatter(target, torch.cos(theta_y + self.current_margin))
-        return F.cross_entropy(self.scale * logits, labels)
+        return F.cross_entropy(self.scale.to(logits.dtype) * logits, labels)
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
 
     def on_epoch_start(self, epoch: int) -> None:
         self.current_margin = 0.0 if epoch <= self.warmup_epochs else self.margin
@@ -78,13 +95,17 @@ class ArcFace(Criterion):
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Margin-free prediction logits s cos(theta)."""
         w = F.normalize(self.class_map.to(embeddings.dtype), dim=1)
-        return self.scale * (F.normalize(embeddings, dim=1) @ w.T)
+        return self.scale.to(embeddings.dtype) * (F.normalize(embeddings, dim=1) @ w.T)
 
     def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
         return closed_set_eval(self, self.logits, embeddings, labels, split)
 
     def param_groups(self) -> list[dict]:
-        return [{"params": [self.class_map], "lr": self.class_lr, "weight_decay": 0.0, "name": "arcface_class_map"}]
+        groups = [{"params": [self.class_map], "lr": self.class_lr, "weight_decay": 0.0, "name": "arcface_class_map"}]
+        if isinstance(self.log_scale, nn.Parameter):
+            groups.append({"params": [self.log_scale], "lr": self.scale_lr, "weight_decay": 0.0, "momentum": 0.0,
+                           "name": "arcface_scale"})  # fmt: skip
+        return groups
 
     def export(self) -> dict[str, np.ndarray]:
-        return {"class_weights": self.class_map.detach().cpu().numpy()}
+        return {"class_weights": self.class_map.detach().cpu().numpy(), "scale": self.scale.detach().cpu().numpy()}

@@ -24,6 +24,8 @@ class CosineSoftmax(TemperatureMixin, Criterion):
     """L = mean_i CE(beta cos(z_i, w_c), y_i), beta = exp(-temp) (learned with --learn_temp at --temp_lr,
     no momentum, no decay); class weights W [C, d] init N(0, 1/d), trained at --lr without decay."""
 
+    selectable_metrics = ("accuracy",)
+
     allowed_miners = ()
     default_miner = None
 

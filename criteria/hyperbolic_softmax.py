@@ -22,11 +22,20 @@ def add_args(parser) -> None:
                         help="hyperbolic_softmax: Poincare ball curvature c (vMF paper: 1e-5)")  # fmt: skip
 
 
+def project(x: torch.Tensor, c: float) -> torch.Tensor:
+    """Keep points strictly inside the ball: norm <= (1 - eps) / sqrt(c), eps 4e-3 (float32) / 1e-5 (float64),
+    as hyptorch (otherwise tanh saturates to the boundary, where 1 - c ||x||^2 = 0)."""
+    eps = 1e-5 if x.dtype == torch.float64 else 4e-3
+    max_norm = (1 - eps) / math.sqrt(c)
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(_MIN_NORM)
+    return torch.where(norm > max_norm, x / norm * max_norm, x)
+
+
 def expmap0(u: torch.Tensor, c: float) -> torch.Tensor:
-    """exp_0^c(u) = tanh(sqrt(c) ||u||) u / (sqrt(c) ||u||)."""
+    """exp_0^c(u) = tanh(sqrt(c) ||u||) u / (sqrt(c) ||u||), projected inside the ball."""
     sc = math.sqrt(c)
     norm = u.norm(dim=-1, keepdim=True).clamp_min(_MIN_NORM)
-    return torch.tanh(sc * norm) * u / (sc * norm)
+    return project(torch.tanh(sc * norm) * u / (sc * norm), c)
 
 
 def mobius_add(u: torch.Tensor, v: torch.Tensor, c: float) -> torch.Tensor:
@@ -69,6 +78,8 @@ class HyperbolicSoftmax(Criterion):
     trained at --lr without weight decay.
     """
 
+    selectable_metrics = ("accuracy",)
+
     allowed_miners = ()
     default_miner = None
 
@@ -89,7 +100,9 @@ class HyperbolicSoftmax(Criterion):
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         p, a = self.class_params()
-        return hyperbolic_mlr_logits(expmap0(embeddings, self.c), p.to(embeddings.dtype), a.to(embeddings.dtype), self.c)
+        return hyperbolic_mlr_logits(
+            expmap0(embeddings, self.c), p.to(embeddings.dtype), a.to(embeddings.dtype), self.c
+        )
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = torch.as_tensor(labels, device=embeddings.device).long()

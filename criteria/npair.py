@@ -7,7 +7,7 @@ import torch
 from criteria import register
 from criteria._base import Criterion
 from criteria._common import logsumexp_add_one
-from criteria._roth_utils import l2_norm_penalty, single_positive, unpack_sets
+from criteria._roth_utils import l2_norm_penalty, unpack_npair
 
 
 def add_args(parser) -> None:
@@ -51,8 +51,8 @@ class NPair(Criterion):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples=None) -> torch.Tensor:
         if tuples is None:
             tuples = self.batchminer(embeddings.detach(), labels)
-        anchors, pos_mask, neg_mask = unpack_sets(tuples, len(embeddings), embeddings.device)
+        anchors, positives, neg_mask = unpack_npair(tuples, len(embeddings), embeddings.device)
         loss = self.l2_weight * l2_norm_penalty(embeddings)
         if len(anchors):
-            loss = loss + npair_terms(embeddings, anchors, single_positive(pos_mask), neg_mask).mean()
+            loss = loss + npair_terms(embeddings, anchors, positives, neg_mask).mean()
         return loss

@@ -11,7 +11,11 @@ from criteria.proxyvmf_panc import PAPER
 
 @register("proxynca_cos", paper=PAPER + " (ablation: cosine)", flags="the proxyvmf_panc proxy flags")
 class ProxyNcaCos(NivmfProxyCriterion):
-    """sim(i, c) = cos(e_i, u_c) / T (kappa_c unused); NCA loss over the sims."""
+    """sim(i, c) = cos(e_i, u_c) / T; NCA loss over the sims. kappa_c is unused, so it is frozen (no param group)."""
+
+    def __init__(self, opt, batchminer=None):
+        super().__init__(opt, batchminer)
+        self.kappa.requires_grad_(False)
 
     def similarities(self, embeddings, u, kappa, **kwargs):
         return F.normalize(embeddings, dim=1) @ u.T / self.temp

@@ -22,6 +22,8 @@ from criteria._vmf_eval import closed_set_eval
 class UnnormalizedSoftmax(Criterion):
     """L = mean_i CE(z_i W^T, y_i); W [C, d] bias-free, init N(0, 1/d), trained at --lr without decay."""
 
+    selectable_metrics = ("accuracy",)
+
     allowed_miners = ()
     default_miner = None
 

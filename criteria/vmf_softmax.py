@@ -18,13 +18,24 @@ N_RETRIEVAL_SETS = 10
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_vmf_softmax_n_samples", default=10, type=int,
-                        help="vmf_softmax: reparameterised vMF samples S per example (loss and predictions)")
-    parser.add_argument("--kappa_confidence", default=0.4, type=float,
-                        help="vmf_softmax: target initial mean resultant length r in (0, 1); sets the frozen scale "
-                             "s and the class-weight init (also cosine/hyperbolic softmax weight init)")
-    parser.add_argument("--learn_temp", action="store_true",
-                        help="vmf_softmax / cosine_softmax: learn the temperature beta = exp(-temp)")
+    parser.add_argument(
+        "--loss_vmf_softmax_n_samples",
+        default=10,
+        type=int,
+        help="vmf_softmax: reparameterised vMF samples S per example (loss and predictions)",
+    )
+    parser.add_argument(
+        "--kappa_confidence",
+        default=0.4,
+        type=float,
+        help="vmf_softmax: target initial mean resultant length r in (0, 1); sets the frozen scale "
+        "s and the class-weight init (also cosine/hyperbolic softmax weight init)",
+    )
+    parser.add_argument(
+        "--learn_temp",
+        action="store_true",
+        help="vmf_softmax / cosine_softmax: learn the temperature beta = exp(-temp)",
+    )
     parser.add_argument("--init_temp", default=0.0, type=float, help="initial temp (beta = exp(-temp))")
     parser.add_argument("--temp_lr", default=0.001, type=float,
                         help="learning rate of temp (own param group: no momentum, no weight decay)")  # fmt: skip
@@ -92,6 +103,8 @@ class VMFSoftmax(TemperatureMixin, Criterion):
     ``torch.logsumexp``. Pass ``samples`` [S, B, d] to ``forward`` to fix the draws (tests).
     """
 
+    selectable_metrics = ("accuracy", "vmf_recall@1", "vmf_map_at_r")
+
     allowed_miners = ()
     default_miner = None
 
@@ -138,6 +151,17 @@ class VMFSoftmax(TemperatureMixin, Criterion):
         kappa = z.norm(dim=1).clamp_min(1e-12)
         return z / kappa[:, None], kappa
 
+    def log_partition(self, samples: torch.Tensor) -> torch.Tensor:
+        """[S, B]: logsumexp_c [log C_d(kappa_c) - log C_d(||w_c + beta z_s||)] for unit samples z_s [S, B, d]."""
+        w = self.class_weights.to(samples.dtype)
+        beta = self.beta.to(samples.dtype)
+        kappa_c = w.norm(dim=1)  # [C]
+        # ||w_c + beta z_s||^2 = ||w_c||^2 + 2 beta z_s^T w_c + beta^2 ||z_s||^2
+        sq = (kappa_c**2)[None, None, :] + 2 * beta * (samples @ w.T) + (beta**2) * (samples**2).sum(-1, keepdim=True)
+        post = sq.clamp_min(1e-12).sqrt()  # [S, B, C]
+        terms = log_vmf_norm(kappa_c, self.dim)[None, None, :] - log_vmf_norm(post, self.dim)
+        return torch.logsumexp(terms, dim=2)
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, samples: torch.Tensor | None = None):
         labels = torch.as_tensor(labels, device=embeddings.device).long()
         mu, kappa = self.instance(embeddings)
@@ -146,11 +170,7 @@ class VMFSoftmax(TemperatureMixin, Criterion):
         w = self.class_weights.to(embeddings.dtype)
         beta = self.beta.to(embeddings.dtype)
         kappa_c = w.norm(dim=1)  # [C]
-        # ||w_c + beta z_s||^2 = ||w_c||^2 + 2 beta z_s^T w_c + beta^2 ||z_s||^2
-        sq = (kappa_c**2)[None, None, :] + 2 * beta * (samples @ w.T) + (beta**2) * (samples**2).sum(-1, keepdim=True)
-        post = sq.clamp_min(1e-12).sqrt()  # [S, B, C]
-        terms = log_vmf_norm(kappa_c, self.dim)[None, None, :] - log_vmf_norm(post, self.dim)
-        denominator = torch.logsumexp(terms, dim=2).mean(dim=0)  # [B]
+        denominator = self.log_partition(samples).mean(dim=0)  # [B]
         a_z = vmf_mean_resultant(kappa, self.dim)  # [B]
         a_y = vmf_mean_resultant(kappa_c, self.dim)[labels]  # [B]
         mu_y = w[labels] / kappa_c[labels, None].clamp_min(1e-12)

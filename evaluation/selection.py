@@ -17,7 +17,7 @@ class ModelSelector:
         self.n_evals += 1
         improved = []
         for metric in self.metrics:
-            value = results[split][metric]
+            value = results[split].get(metric, float("nan"))  # a loss metric may be absent (open-set split)
             if value != value:  # NaN never counts as an improvement
                 continue
             if metric not in self.best or value > self.best[metric]["value"]:

@@ -214,3 +214,21 @@ def test_storage_sampler_fed_by_training_loop(sampler, tmp_path, monkeypatch):
     assert run_main(args, tmp_path) == 0
     assert seen["initial"].shape[0] == seen["n_train"]
     assert not torch.equal(seen["initial"], seen["after"])  # batches wrote their embeddings back
+
+
+def test_loss_metric_drives_selection_plateau_and_early_stop(tmp_path):
+    """The vMF paper's protocol: select, reduce the lr and stop on validation accuracy from the loss."""
+    args = ["--loss", "cosine_softmax", "--digits_split", "classification", "--storage_metrics", "accuracy",
+            "--scheduler", "plateau", "--plateau_patience", "0", "--early_stop_patience", "2", "--n_epochs", "6",
+            "--no_progress", "--evaluation_metrics", "c_recall@1"]  # fmt: skip
+    assert run_main(args, tmp_path) == 0
+    run = only_run_dir(tmp_path)
+    summary = json.load(open(run / "summary.json"))
+    assert summary["selection_split"] == "validation"
+    rows = list(csv.DictReader(open(run / "metrics_validation.csv")))
+    accuracies = [float(r["accuracy"]) for r in rows]
+    assert summary["best"]["accuracy"]["value"] == max(accuracies)
+    state = torch.load(run / "checkpoint_best_accuracy.pth", weights_only=False)
+    assert state["epoch"] == summary["best"]["accuracy"]["epoch"]
+    best_eval = accuracies.index(max(accuracies)) + 1
+    assert len(rows) == 6 or (summary["stop_reason"].startswith("early stop") and len(rows) == best_eval + 2)

@@ -231,7 +231,8 @@ class Trainer:
 
     def metrics_table(self, epoch: int, results: dict[str, dict[str, float]]) -> str:
         splits = list(results)
-        names = [m for m in self.opt.evaluation_metrics]
+        shown = set(self.opt.evaluation_metrics) | {"eval_time"}
+        names = list(self.opt.evaluation_metrics) + sorted({k for v in results.values() for k in v} - shown)
         width = max(len(n) for n in names) + 2
         head = f"{'epoch ' + str(epoch):<{width}}" + "".join(f"{s:>12}" for s in splits)
         rows = [head, "-" * len(head)]
@@ -297,8 +298,9 @@ class Trainer:
         if self.scheduler is None:
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            if results is not None:
-                self.scheduler.step(results[self.selection_split][self.opt.storage_metrics[0]])
+            value = results[self.selection_split].get(self.opt.storage_metrics[0], float("nan")) if results else None
+            if value is not None and value == value:  # no step on a missing or NaN value
+                self.scheduler.step(value)
         else:
             self.scheduler.step()
 

@@ -1,0 +1,117 @@
+"""Uncertainty metrics vs sklearn / scipy / naive loops, and the uncertainty plots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+import evaluation
+from metrics.uncertainty import auroc
+from utilities.vmf import log_ppk_vmf
+
+
+def data(n=120, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(6), n // 6)
+    centers = rng.normal(size=(6, d)) * 1.5
+    x = centers[y] + rng.normal(size=(n, d))
+    x *= rng.uniform(0.5, 5, size=(n, 1))  # norms carry no class information but vary
+    return x.astype(np.float32), y
+
+
+def naive_nn(x, geometry):
+    if geometry == "ppk":  # one row at a time through utilities.vmf.log_ppk_vmf
+        t = torch.tensor(x, dtype=torch.float64)
+        k = t.norm(dim=1)
+        out = []
+        for i in range(len(x)):
+            s = log_ppk_vmf(t[i] / k[i], k[i], t / k[:, None], k, 1.0)
+            s[i] = -torch.inf
+            out.append(int(s.argmax()))
+        return np.array(out)
+    out = []
+    for i in range(len(x)):
+        best, arg = -np.inf, -1
+        for j in range(len(x)):
+            if i == j:
+                continue
+            if geometry == "cosine":
+                s = x[i] @ x[j] / np.linalg.norm(x[i]) / np.linalg.norm(x[j])
+            else:
+                s = -np.linalg.norm(x[i] - x[j])
+            if s > best:
+                best, arg = s, j
+        out.append(arg)
+    return np.array(out)
+
+
+def test_auroc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    s = rng.integers(0, 5, size=300).astype(float)
+    pos = rng.random(300) < 0.3 + 0.1 * s
+    assert auroc(s, pos) == pytest.approx(roc_auc_score(pos, s), abs=1e-12)
+
+
+@pytest.mark.parametrize("geometry,name", [("cosine", "unc_auroc_cos"), ("euclidean", "unc_auroc_l2"),
+                                           ("ppk", "unc_auroc_ppk")])  # fmt: skip
+def test_unc_auroc_against_naive_nn_and_sklearn(geometry, name):
+    x, y = data()
+    correct = y[naive_nn(x, geometry)] == y
+    want = roc_auc_score(correct, np.linalg.norm(x.astype(np.float64), axis=1))
+    got = evaluation.compute_metrics(x, y, [name])[name]
+    assert got == pytest.approx(want, abs=1e-9)
+
+
+def test_recall_area_spearman_norms_and_neighbour_weighted():
+    x, y = data()
+    norms = np.linalg.norm(x.astype(np.float64), axis=1)
+    correct = (y[naive_nn(x, "cosine")] == y).astype(float)
+    curve = []
+    for reject in range(len(x)):  # reject the `reject` least certain, Recall@1 of the rest
+        kept = np.argsort(norms)[reject:]
+        curve.append(correct[kept].mean())
+    names = ["unc_recall_area", "unc_spearman", "norms@10", "norms@50", "unc_nw_acc@3", "unc_nw_ll@3"]
+    got = evaluation.compute_metrics(x, y, names)
+    assert got["unc_recall_area"] == pytest.approx(np.mean(curve), abs=1e-9)
+    assert got["unc_spearman"] == pytest.approx(spearmanr(norms, correct).statistic, abs=1e-9)
+    assert got["norms@10"] == pytest.approx(np.percentile(norms, 10), rel=1e-6)
+    # neighbour-weighted label probability from the 3 cosine neighbours (naive)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = xn @ xn.T
+    np.fill_diagonal(sims, -np.inf)
+    acc, ll = [], []
+    for i in range(len(x)):
+        nb = np.argsort(-sims[i])[:3]
+        p = np.array([1e-3 + sum(norms[j] for j in nb if y[j] == c) for c in range(6)])
+        p /= p.sum()
+        acc.append(p.argmax() == y[i])
+        ll.append(np.log(p[y[i]]))
+    assert got["unc_nw_acc@3"] == pytest.approx(np.mean(acc), abs=1e-9)
+    assert got["unc_nw_ll@3"] == pytest.approx(np.mean(ll), abs=1e-6)
+
+
+def test_certain_items_predict_correct_neighbours():
+    """Norm = 1 + correctness signal: AUROC must be high (a metric that ignores the norms would fail)."""
+    x, y = data(seed=3)
+    correct = y[naive_nn(x, "cosine")] == y
+    x = x / np.linalg.norm(x, axis=1, keepdims=True) * np.where(correct, 5.0, 1.0)[:, None]
+    assert evaluation.compute_metrics(x, y, ["unc_auroc_cos"])["unc_auroc_cos"] == pytest.approx(1.0)
+
+
+def test_plots_write_pngs(tmp_path):
+    import datasets
+    import parameters
+    from utilities.uncertainty_plots import plot_certainty_grid, plot_rejection_curve
+
+    x, y = data()
+    p = plot_rejection_curve(x, y, tmp_path / "rej.png")
+    assert p.stat().st_size > 1000
+    opt = parameters.parse_args([])
+    ds = datasets.select("digits", opt)["testing"]
+    labels = np.asarray(ds.labels)
+    norms = np.random.default_rng(0).uniform(1, 2, len(labels))
+    q = plot_certainty_grid(ds, norms, labels, tmp_path / "grid.png")
+    assert q.stat().st_size > 1000
