@@ -183,7 +183,7 @@ def build_parser() -> FlagParser:
         prog="main.py",
         usage="python main.py [--dataset NAME] [--loss NAME] [--arch NAME] [flags ...]",
         description="Train and evaluate deep metric learning models. Unset flags take the dataset's defaults "
-        "(shown below for the chosen --dataset).",
+        "(and the loss's, e.g. the EL-nivMF code's for proxyvmf_*; shown below for the chosen --dataset and --loss).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     basic_training_parameters(parser)
@@ -229,7 +229,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     # Dataset defaults go in before the real parse, so --help shows the values that apply.
     first, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
-    parser.set_defaults(**datasets.defaults(first.dataset))
+    parser.set_defaults(**(criteria.get_class(first.loss).flag_defaults | datasets.defaults(first.dataset)))
     opt = parser.parse_args(argv)
     if opt.batch_mining is None:
         opt.batch_mining = criteria.default_miner(opt.loss)

@@ -24,6 +24,10 @@ class Criterion(nn.Module):
     # Names returned by ``evaluate`` that may drive checkpoints, ReduceLROnPlateau and early
     # stopping (``--storage_metrics``); higher must be better.
     selectable_metrics: tuple[str, ...] = ()
+    # Values of unset flags when this loss is chosen (the method's original code defaults);
+    # the dataset's defaults and explicit flags win over these.
+    flag_defaults: dict = {}
+    norm_is_certainty = False  # the embedding norm is a concentration (probabilistic methods)
 
     def __init__(self, opt, batchminer=None):
         super().__init__()

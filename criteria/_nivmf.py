@@ -127,6 +127,12 @@ class NivmfProxyCriterion(Criterion):
     L = mean_i [ -sim(i, y_i) + logsumexp_c sim(i, c) ] over the (optionally subsampled) proxies.
     """
 
+    norm_is_certainty = True  # the run ends with uncertainty plots of the test split
+
+    # The EL-nivMF code's defaults: the embedding norm is the vMF concentration, so the
+    # backbone must not L2-normalise (``resnet50_frozen``, not Roth's ``..._normalize``).
+    flag_defaults = {"arch": "resnet50_frozen", "bs": 64, "storage_metrics": ["c_recall@1"]}
+
     allowed_miners = ()
     default_miner = None
 

@@ -103,6 +103,8 @@ class VMFSoftmax(TemperatureMixin, Criterion):
     ``torch.logsumexp``. Pass ``samples`` [S, B, d] to ``forward`` to fix the draws (tests).
     """
 
+    norm_is_certainty = True  # the run ends with uncertainty plots of the test split
+
     selectable_metrics = ("accuracy", "vmf_recall@1", "vmf_map_at_r")
 
     allowed_miners = ()

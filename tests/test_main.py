@@ -232,3 +232,29 @@ def test_loss_metric_drives_selection_plateau_and_early_stop(tmp_path):
     assert state["epoch"] == summary["best"]["accuracy"]["epoch"]
     best_eval = accuracies.index(max(accuracies)) + 1
     assert len(rows) == 6 or (summary["stop_reason"].startswith("early stop") and len(rows) == best_eval + 2)
+
+
+def test_flag_precedence_explicit_over_dataset_over_loss():
+    """Unset flags: the dataset's defaults, then the loss's (the EL-nivMF code's), then the Roth suite's."""
+    import parameters
+
+    roth = parameters.parse_args(["--dataset", "cars196"])
+    assert (roth.arch, roth.bs) == ("resnet50_frozen_normalize", 112)
+    nivmf = parameters.parse_args(["--dataset", "cars196", "--loss", "proxyvmf_panc"])
+    assert (nivmf.arch, nivmf.bs, nivmf.storage_metrics) == ("resnet50_frozen", 64, ["c_recall@1"])
+    digits = parameters.parse_args(["--loss", "proxyvmf_panc"])
+    assert (digits.arch, digits.bs) == ("mnist_cnn", 60)
+    explicit = parameters.parse_args(
+        ["--dataset", "cars196", "--loss", "proxyvmf_panc", "--arch", "resnet18", "--bs", "8"]
+    )
+    assert (explicit.arch, explicit.bs) == ("resnet18", 8)
+
+
+def test_probabilistic_run_ends_with_uncertainty_plots(tmp_path):
+    args = ["--loss", "proxyvmf_panc", "--embed_dim", "8", "--loss_proxyvmf_n_samples", "2", "--n_epochs", "1",
+            "--no_progress", "--evaluation_metrics", "c_recall@1", "unc_auroc_cos"]  # fmt: skip
+    assert run_main(args, tmp_path) == 0
+    run = only_run_dir(tmp_path)
+    assert (run / "uncertainty_rejection.png").stat().st_size > 0
+    assert (run / "uncertainty_grid.png").stat().st_size > 0
+    assert "unc_auroc_cos" in (run / "metrics_testing.csv").read_text().splitlines()[0]

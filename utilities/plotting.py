@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot_progression(history: dict[str, list[dict]], path: Path, title: str = "") -> None:
     """Panels of ``metric vs epoch``, one line per split (training/validation/testing)."""
-    names = sorted({k for rows in history.values() for r in rows for k in r if k != "epoch"})
+    # Metrics that are NaN throughout (e.g. rho_spectrum@10 of an 8-d embedding) get no panel.
+    names = sorted({k for rows in history.values() for r in rows for k, v in r.items() if k != "epoch" and v == v})
     if not names:
         return
     cols = min(4, len(names))

@@ -281,6 +281,16 @@ class Trainer:
             self.plot()
         self.write_summary()
 
+    def plot_uncertainty(self) -> None:
+        """Rejection curve and least/most certain images of the test split (selected model)."""
+        from utilities.uncertainty_plots import plot_certainty_grid, plot_rejection_curve
+
+        saved = np.load(self.run_dir / "embeddings_testing.npz")
+        plot_rejection_curve(saved["embeddings"], saved["labels"], self.run_dir / "uncertainty_rejection.png")
+        plot_certainty_grid(
+            self.data["testing"], saved["norms"], saved["labels"], self.run_dir / "uncertainty_grid.png"
+        )
+
     def plot(self) -> None:
         plot_progression(self.csv.history, self.run_dir / "progression.png", title=run_folder.run_name(self.opt))
         self.last_plot = time.time()
@@ -339,6 +349,8 @@ class Trainer:
                 break
         if self.main:
             self.plot()
+            if self.criterion.norm_is_certainty:
+                self.plot_uncertainty()
             self.write_summary()
             log.info(f"run folder: {self.run_dir}")
             if self.opt.log_online and self.wandb is not None:
