@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from criteria import register
-from criteria._base import Criterion
-from criteria._vmf_eval import closed_set_eval
+from criteria._classifier import LogitClassifier
 
 _EPS = 1e-7  # keeps acos' gradient finite at cos = +-1
 
@@ -40,7 +39,7 @@ def add_args(parser) -> None:
     flags="--loss_arcface_lr, --loss_arcface_angular_margin, --loss_arcface_feature_scale, "
     "--loss_arcface_learn_scale, --loss_arcface_warmup_epochs",
 )
-class ArcFace(Criterion):
+class ArcFace(LogitClassifier):
     """L = mean_i CE(s * [cos(theta_{i,y_i} + m) for the target, cos(theta_{ij}) otherwise], y_i).
 
     theta_ij is the angle between x_i and class weight w_j (both L2-normalised inside).
@@ -53,11 +52,6 @@ class ArcFace(Criterion):
     (set in ``on_epoch_start``). With ``--loss_arcface_learn_scale`` s = exp(log_s) is learned
     (init ``--loss_arcface_feature_scale``, lr ``--temp_lr``), as in the vMF paper. ``evaluate`` gives accuracy / ECE of softmax(s cos) on closed-set splits.
     """
-
-    selectable_metrics = ("accuracy",)
-
-    allowed_miners = ()
-    default_miner = None
 
     def __init__(self, opt, batchminer=None):
         super().__init__(opt, batchminer)
@@ -96,9 +90,6 @@ class ArcFace(Criterion):
         """Margin-free prediction logits s cos(theta)."""
         w = F.normalize(self.class_map.to(embeddings.dtype), dim=1)
         return self.scale.to(embeddings.dtype) * (F.normalize(embeddings, dim=1) @ w.T)
-
-    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
-        return closed_set_eval(self, self.logits, embeddings, labels, split)
 
     def param_groups(self) -> list[dict]:
         groups = [{"params": [self.class_map], "lr": self.class_lr, "weight_decay": 0.0, "name": "arcface_class_map"}]

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from criteria import register
-from criteria._base import Criterion
-from criteria._vmf_eval import closed_set_eval
+from criteria._classifier import LogitClassifier
 from criteria.vmf_softmax import TemperatureMixin
 
 
@@ -20,14 +19,9 @@ from criteria.vmf_softmax import TemperatureMixin
     paper="Scott et al. 2021 (baseline): normalised (cosine) softmax with a learned temperature",
     flags="--learn_temp, --init_temp, --temp_lr (shared with vmf_softmax)",
 )
-class CosineSoftmax(TemperatureMixin, Criterion):
+class CosineSoftmax(TemperatureMixin, LogitClassifier):
     """L = mean_i CE(beta cos(z_i, w_c), y_i), beta = exp(-temp) (learned with --learn_temp at --temp_lr,
     no momentum, no decay); class weights W [C, d] init N(0, 1/d), trained at --lr without decay."""
-
-    selectable_metrics = ("accuracy",)
-
-    allowed_miners = ()
-    default_miner = None
 
     def __init__(self, opt, batchminer=None):
         super().__init__(opt, batchminer)
@@ -39,16 +33,9 @@ class CosineSoftmax(TemperatureMixin, Criterion):
         w = F.normalize(self.class_weights.to(embeddings.dtype), dim=1)
         return self.beta.to(embeddings.dtype) * (F.normalize(embeddings, dim=1) @ w.T)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        labels = torch.as_tensor(labels, device=embeddings.device).long()
-        return F.cross_entropy(self.logits(embeddings), labels)
-
     def param_groups(self) -> list[dict]:
         groups = [{"params": [self.class_weights], "lr": self.opt.lr, "weight_decay": 0.0, "name": "cosine_weights"}]
         return groups + self.temp_group()
-
-    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
-        return closed_set_eval(self, self.logits, embeddings, labels, split)
 
     def export(self) -> dict[str, np.ndarray]:
         return {"class_weights": self.class_weights.detach().cpu().numpy(),

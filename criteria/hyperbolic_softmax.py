@@ -6,12 +6,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from criteria import register
-from criteria._base import Criterion
-from criteria._vmf_eval import closed_set_eval
+from criteria._classifier import LogitClassifier
 from utilities.errors import UserError
 
 _MIN_NORM = 1e-15
@@ -68,7 +66,7 @@ def hyperbolic_mlr_logits(x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, c: 
     paper="Scott et al. 2021 (baseline): hyperbolic multinomial logistic regression (Ganea et al. 2018)",
     flags="--loss_hyperbolic_softmax_c",
 )
-class HyperbolicSoftmax(Criterion):
+class HyperbolicSoftmax(LogitClassifier):
     """CE over hyperbolic MLR logits on the Poincare ball of curvature c (``--loss_hyperbolic_softmax_c``).
 
     The embedding is mapped into the ball by x = exp_0^c(z). Class k has a Euclidean parameter
@@ -77,11 +75,6 @@ class HyperbolicSoftmax(Criterion):
     logits follow ``hyperbolic_mlr_logits``. Parameters init N(0, 1/d)-ish (a) and zero-mean small (p),
     trained at --lr without weight decay.
     """
-
-    selectable_metrics = ("accuracy",)
-
-    allowed_miners = ()
-    default_miner = None
 
     def __init__(self, opt, batchminer=None):
         super().__init__(opt, batchminer)
@@ -103,13 +96,6 @@ class HyperbolicSoftmax(Criterion):
         return hyperbolic_mlr_logits(
             expmap0(embeddings, self.c), p.to(embeddings.dtype), a.to(embeddings.dtype), self.c
         )
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        labels = torch.as_tensor(labels, device=embeddings.device).long()
-        return F.cross_entropy(self.logits(embeddings), labels)
-
-    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
-        return closed_set_eval(self, self.logits, embeddings, labels, split)
 
     def export(self) -> dict[str, np.ndarray]:
         p, a = self.class_params()

@@ -6,12 +6,10 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from criteria import register
-from criteria._base import Criterion
-from criteria._vmf_eval import closed_set_eval
+from criteria._classifier import LogitClassifier
 
 
 @register(
@@ -19,13 +17,8 @@ from criteria._vmf_eval import closed_set_eval
     paper="Scott et al. 2021 (baseline): softmax cross-entropy with logits z W^T, no bias, no normalisation",
     flags="(uses --lr for the class weights)",
 )
-class UnnormalizedSoftmax(Criterion):
+class UnnormalizedSoftmax(LogitClassifier):
     """L = mean_i CE(z_i W^T, y_i); W [C, d] bias-free, init N(0, 1/d), trained at --lr without decay."""
-
-    selectable_metrics = ("accuracy",)
-
-    allowed_miners = ()
-    default_miner = None
 
     def __init__(self, opt, batchminer=None):
         super().__init__(opt, batchminer)
@@ -34,13 +27,6 @@ class UnnormalizedSoftmax(Criterion):
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return embeddings @ self.class_weights.to(embeddings.dtype).T
-
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        labels = torch.as_tensor(labels, device=embeddings.device).long()
-        return F.cross_entropy(self.logits(embeddings), labels)
-
-    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
-        return closed_set_eval(self, self.logits, embeddings, labels, split)
 
     def export(self) -> dict[str, np.ndarray]:
         return {"class_weights": self.class_weights.detach().cpu().numpy()}
