@@ -61,6 +61,11 @@ def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", default=0.00001, type=float, help="learning rate of the backbone")
     g.add_argument("--fc_lr", default=-1, type=float, help="learning rate of the embedding head (-1: --lr)")
     g.add_argument("--decay", default=0.0004, type=float, help="weight decay of backbone and head")
+    g.add_argument(
+        "--decay_exclude_1d",
+        action="store_true",
+        help="no weight decay on biases and other 1-D parameters (BatchNorm), as the vMF paper's code",
+    )
     g.add_argument("--optim", default="adam", choices=["adam", "adamw", "sgd"], help="optimiser")
     g.add_argument("--momentum", default=0.9, type=float, help="SGD momentum")
     g.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
