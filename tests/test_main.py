@@ -162,14 +162,71 @@ def test_log_online_falls_back_offline_and_keeps_key_secret(tmp_path, monkeypatc
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", secret)
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # A closed local port stands in for "no network", also on a machine that has one.
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     assert run_main([*FAST, "--n_epochs", "1", "--log_online"], tmp_path) == 0
     out = capsys.readouterr().out
-    assert "W&B: logging offline" in out
+    assert "W&B: logging offline (no network)" in out
     run = only_run_dir(tmp_path)
     assert list(run.glob("wandb/offline-run-*")), "offline W&B run expected in the run folder"
     for path in run.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_log_online_falls_back_offline_when_the_server_refuses(tmp_path, monkeypatch, capsys):
+    """A reachable server that rejects the key (wandb.init raises) still gives an offline run."""
+    wandb = pytest.importorskip("wandb")
+    from utilities import wandb_logger
+
+    real_init = wandb.init
+    modes = []
+
+    def init(mode, **kwargs):
+        modes.append(mode)
+        if mode == "online":
+            raise wandb.errors.AuthenticationError("invalid key abcdef")
+        return real_init(mode=mode, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(wandb_logger, "_online", lambda base_url=None: True)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "abcdef")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    assert run_main([*FAST, "--n_epochs", "1", "--log_online"], tmp_path) == 0
+    assert modes == ["online", "offline"]
+    assert "W&B: logging offline (the W&B server refused the run (AuthenticationError))" in capsys.readouterr().out
+    assert "abcdef" not in (only_run_dir(tmp_path) / "log.txt").read_text()
+
+
+def test_online_probe_honours_wandb_base_url(monkeypatch):
+    import socket
+
+    from utilities import wandb_logger
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    try:
+        port = server.getsockname()[1]
+        assert wandb_logger._online(f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+        assert wandb_logger._online()
+    finally:
+        server.close()
+    assert not wandb_logger._online("http://127.0.0.1:9")
+
+
+def test_without_log_online_wandb_is_not_touched(tmp_path):
+    code = (
+        "import sys, main; rc = main.main(sys.argv[1:]); "
+        "print('WANDB_IMPORTED' if 'wandb' in sys.modules else 'WANDB_ABSENT'); sys.exit(rc)"
+    )
+    args = ["--save_path", str(tmp_path / "runs"), *FAST, "--n_epochs", "1", "--kernels", "0"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WANDB_ABSENT" in proc.stdout
+    assert not list(tmp_path.rglob("wandb"))
 
 
 def test_dry_run_builds_and_writes_nothing(tmp_path, capsys):
