@@ -2,11 +2,12 @@
 
 Protocols (``--split_protocol``):
 
-* ``roth`` (default, Roth et al. 2020): validation only with ``--use_tv_split``; it takes
-  the train classes left after keeping ``int(n_classes * --tv_split_perc)`` of them (a
-  draw seeded by ``--seed``), or with ``--tv_split_by_samples`` the last
-  ``1 - --tv_split_perc`` of each class's images (seeded shuffle). The Roth suite kept the
-  first classes in sorted order; a seeded draw lets seeds vary the split.
+* ``roth`` (default, Roth et al. 2020): validation only with ``--use_tv_split``. As the Roth
+  suite, the first ``int(n_classes * --tv_split_perc)`` sorted train classes stay in training
+  and the rest validate; with ``--tv_split_by_samples``, within each class the images at
+  ``round(linspace(0, n - 1, int(n * --tv_split_perc)))`` stay in training. With
+  ``--tv_split_random`` both choices are draws seeded by ``--seed`` instead, so seeds also
+  vary the split.
 * ``vmf`` (Scott et al. 2021): always a validation split. Class-disjoint datasets hold out
   the paper's validation classes (exact lists for CUB200 / CARS196 / SOP; on other class
   counts a RandomState(1234) draw of the same fraction); classification datasets take a
@@ -33,6 +34,9 @@ def add_args(parser) -> None:
     parser.add_argument("--split_protocol", default="roth", choices=["roth", "vmf"],
                         help="roth: validation only with --use_tv_split; vmf: the vMF paper's validation classes "
                              "(CUB/CARS/SOP) or stratified 85/15 split (MNIST/CIFAR), seed 1234")  # fmt: skip
+    parser.add_argument("--tv_split_random", action="store_true",
+                        help="with --use_tv_split: draw the kept classes (or images) with --seed instead of the "
+                             "Roth suite's fixed choice (first classes; evenly spaced images)")  # fmt: skip
 
 
 def vmf_validation_classes(n_classes: int, exact: dict[int, Sequence[int]], fraction: float) -> np.ndarray:
@@ -43,27 +47,39 @@ def vmf_validation_classes(n_classes: int, exact: dict[int, Sequence[int]], frac
     return np.sort(np.random.RandomState(VMF_SEED).choice(n_classes, n_val, replace=False))
 
 
-def split_by_classes(classes: np.ndarray, keep_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Item indices (train, val): a seeded draw of ``int(n * keep_share)`` classes stays in training."""
+def split_by_classes(classes: np.ndarray, keep_share: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Item indices (train, val): ``int(n * keep_share)`` classes stay in training.
+
+    ``seed=None`` keeps the first classes in sorted order (the Roth suite); a seed draws them.
+    """
     uniq = np.unique(classes)
     if len(uniq) < 2:
         raise UserError(f"cannot split {len(uniq)} train class(es) into train and validation classes; "
                         "use --tv_split_by_samples")  # fmt: skip
     n_keep = min(len(uniq) - 1, max(1, int(len(uniq) * keep_share)))
-    kept = np.random.RandomState(seed).permutation(uniq)[:n_keep]
-    in_train = np.isin(classes, kept)
+    order = uniq if seed is None else np.random.RandomState(seed).permutation(uniq)
+    in_train = np.isin(classes, order[:n_keep])
     return np.flatnonzero(in_train), np.flatnonzero(~in_train)
 
 
-def split_by_samples(classes: np.ndarray, keep_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Item indices (train, val): within each class a seeded ``keep_share`` of the images stays in training."""
-    rng = np.random.RandomState(seed)
+def split_by_samples(classes: np.ndarray, keep_share: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Item indices (train, val): within each class a ``keep_share`` of the images stays in training.
+
+    ``seed=None`` keeps the evenly spaced images ``round(linspace(0, n-1, int(n * keep_share)))``
+    (the Roth suite); a seed draws them.
+    """
+    rng = None if seed is None else np.random.RandomState(seed)
     train, val = [], []
     for c in np.unique(classes):
-        idx = rng.permutation(np.flatnonzero(classes == c))
+        idx = np.flatnonzero(classes == c)
         n_keep = max(1, int(len(idx) * keep_share))
-        train.append(idx[:n_keep])
-        val.append(idx[n_keep:])
+        if rng is None:
+            keep = np.zeros(len(idx), dtype=bool)
+            keep[np.unique(np.round(np.linspace(0, len(idx) - 1, n_keep)).astype(np.int64))] = True
+        else:
+            keep = np.isin(np.arange(len(idx)), rng.permutation(len(idx))[:n_keep])
+        train.append(idx[keep])
+        val.append(idx[~keep])
     train_idx, val_idx = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
     if len(val_idx) == 0:
         raise UserError("--tv_split_by_samples left no validation images (too few images per class); "
@@ -95,7 +111,8 @@ def carve_validation(classes: np.ndarray, opt, classification: bool, vmf_exact: 
         return np.flatnonzero(~in_val), np.flatnonzero(in_val)
     if not getattr(opt, "use_tv_split", False):
         return np.arange(len(classes)), None
-    share, seed = float(getattr(opt, "tv_split_perc", 0.8)), int(getattr(opt, "seed", 0))
+    share = float(getattr(opt, "tv_split_perc", 0.8))
+    seed = int(getattr(opt, "seed", 0)) if getattr(opt, "tv_split_random", False) else None
     if not 0 < share < 1:
         raise UserError(f"--tv_split_perc must lie in (0, 1), got {share}")
     if getattr(opt, "tv_split_by_samples", False):

@@ -31,7 +31,8 @@ from utilities.errors import UserError
 
 def make_opt(root, **kw) -> argparse.Namespace:
     base = dict(source_path=str(root), seed=0, arch="resnet50", image_size=16, augmentation="base",
-                use_tv_split=False, tv_split_by_samples=False, tv_split_perc=0.8, split_protocol="roth")  # fmt: skip
+                use_tv_split=False, tv_split_by_samples=False, tv_split_perc=0.8, split_protocol="roth",
+                tv_split_random=False)  # fmt: skip
     base.update(kw)
     return argparse.Namespace(**base)
 
@@ -105,20 +106,56 @@ def test_folder_dataset_layouts(root):
     assert [int(n[-2:]) for n in names] == tt["testing"].labels.tolist()
 
 
+def test_cars196_vmf_split_falls_back_to_positions_for_other_names(tmp_path):
+    sd.make_cars196(str(tmp_path), n_classes=196 - 1, per_class=1, size=8)  # made-up folder names
+    sd._class_folders(str(tmp_path / "cars196" / "images"), ["Zz Last 2000"], 1, 8, 0)
+    cars = sorted(os.listdir(tmp_path / "cars196" / "images"))
+    with pytest.warns(UserWarning, match="not the 196 official class names"):
+        data = datasets.select("cars196", make_opt(tmp_path, split_protocol="vmf"))
+    expected = [29, 33, 36, 39, 40, 44, 54, 55, 57, 61, 62, 63, 78, 85, 92]
+    assert {folder_of(p) for p in data["validation"].image_paths} == {cars[i] for i in expected}
+
+
 def test_tv_split_by_classes(root):
+    """Roth suite: the first 80% of the sorted train classes train, the rest validate, whatever the seed."""
     opt = make_opt(root, use_tv_split=True, tv_split_perc=0.8, seed=3)
     data = datasets.select("cub200", opt)
     train_f = {folder_of(p) for p in data["training"].image_paths}
     val_f = {folder_of(p) for p in data["validation"].image_paths}
     folders = sorted(os.listdir(root / "cub200" / "images"))
-    assert len(train_f) == 80 and len(val_f) == 20 and not train_f & val_f
-    assert train_f | val_f == set(folders[:100])
+    assert train_f == set(folders[:80]) and val_f == set(folders[80:100])
     assert sorted(set(data["training"].labels.tolist())) == list(range(80))
     assert data["evaluation"].image_paths == data["training"].image_paths
+    other = datasets.select("cub200", make_opt(root, use_tv_split=True, tv_split_perc=0.8, seed=4))
+    assert other["validation"].image_paths == data["validation"].image_paths
+
+
+def test_tv_split_random_draws_classes_by_seed(root):
+    opt = make_opt(root, use_tv_split=True, tv_split_perc=0.8, seed=3, tv_split_random=True)
+    data = datasets.select("cub200", opt)
+    train_f = {folder_of(p) for p in data["training"].image_paths}
+    val_f = {folder_of(p) for p in data["validation"].image_paths}
+    folders = sorted(os.listdir(root / "cub200" / "images"))
+    assert len(train_f) == 80 and len(val_f) == 20 and not train_f & val_f
+    assert train_f | val_f == set(folders[:100]) and val_f != set(folders[80:100])
     again = datasets.select("cub200", opt)
     assert again["validation"].image_paths == data["validation"].image_paths
-    other = datasets.select("cub200", make_opt(root, use_tv_split=True, tv_split_perc=0.8, seed=4))
-    assert other["validation"].image_paths != data["validation"].image_paths
+    opt4 = make_opt(root, use_tv_split=True, tv_split_perc=0.8, seed=4, tv_split_random=True)
+    assert datasets.select("cub200", opt4)["validation"].image_paths != data["validation"].image_paths
+
+
+def test_tv_split_by_samples_keeps_evenly_spaced_images():
+    """Roth suite: round(linspace(0, n-1, int(n * perc))) of each class's images stay in training."""
+    from datasets._splits import split_by_samples
+
+    classes = np.array([0] * 10 + [1] * 5 + [2] * 3)
+    train, val = split_by_samples(classes, 0.5, seed=None)
+    expected = []
+    for start, n in [(0, 10), (10, 5), (15, 3)]:
+        kept = sorted({int(round(x)) for x in np.linspace(0, n - 1, int(n * 0.5))})
+        expected += [start + k for k in kept]
+    assert train.tolist() == expected
+    assert sorted(train.tolist() + val.tolist()) == list(range(18))
 
 
 def test_tv_split_by_samples(root):
@@ -139,10 +176,15 @@ def test_vmf_protocol_validation_classes(root):
     expected = [27, 33, 35, 39, 40, 42, 56, 59, 61, 63, 68, 81, 85, 94, 98]
     assert {folder_of(p) for p in data["validation"].image_paths} == {folders[i] for i in expected}
     assert len(set(data["training"].labels.tolist())) == 85
-    cars = sorted(os.listdir(root / "cars196" / "images"))
+    # CARS196: the paper's ids are official class ids (cars_annos.mat), not sorted-folder positions.
+    from datasets._cars196_classes import OFFICIAL_CLASS_NAMES
+
     data = datasets.select("cars196", make_opt(root, split_protocol="vmf"))
     expected = [29, 33, 36, 39, 40, 44, 54, 55, 57, 61, 62, 63, 78, 85, 92]
-    assert {folder_of(p) for p in data["validation"].image_paths} == {cars[i] for i in expected}
+    val = {folder_of(p) for p in data["validation"].image_paths}
+    assert val == {OFFICIAL_CLASS_NAMES[i] for i in expected}
+    assert "BMW 3 Series Wagon 2012" in val and "BMW 6 Series Convertible 2007" not in val  # id 29 vs 30
+    assert len(set(data["training"].labels.tolist())) == 83
     sop = datasets.select("online_products", make_opt(root, split_protocol="vmf"))
     assert len(set(sop["validation"].labels.tolist())) == round(12 * 1698 / 11318)
 

@@ -49,8 +49,14 @@ def make_cub200(root: str, n_classes: int = 200, per_class: int = 2, size: int =
 
 
 def make_cars196(root: str, n_classes: int = 196, per_class: int = 2, size: int = 32, seed: int = 0) -> str:
-    """``<root>/cars196/images/<Make Model Year>/*.jpg`` (folder names with spaces, as the real ones)."""
-    names = [f"Make{i:03d} Model {2000 + i % 13}" for i in range(1, n_classes + 1)]
+    """``<root>/cars196/images/<Make Model Year>/*.jpg``: the official class names for 196 classes
+    (``/`` written as ``-``, as a folder name must), else made-up names with spaces."""
+    if n_classes == 196:
+        from datasets._cars196_classes import OFFICIAL_CLASS_NAMES
+
+        names = [n.replace("/", "-") for n in OFFICIAL_CLASS_NAMES]
+    else:
+        names = [f"Make{i:03d} Model {2000 + i % 13}" for i in range(1, n_classes + 1)]
     _class_folders(os.path.join(root, "cars196", "images"), names, per_class, size, seed)
     return root
 
