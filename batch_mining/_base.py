@@ -30,6 +30,7 @@ class Miner:
     """Base of the (anchor, positive, negative) miners: ``miner(embeddings, labels) -> LongTensor [T, 3]``."""
 
     name = ""
+    output = "triplet"  # what the miner returns: a key of batch_mining.OUTPUTS
 
     def __init__(self, opt):
         self.opt = opt

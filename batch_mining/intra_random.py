@@ -23,6 +23,8 @@ class IntraRandomMiner(Miner):
     a != n always.
     """
 
+    output = "intra_triplet"
+
     def mine(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         classes, counts = torch.unique(y, return_counts=True)
         eligible = classes[counts >= 2]

@@ -34,6 +34,8 @@ class LiftedMiner(Miner):
     """Every item with a positive is an anchor with ALL its positives and ALL its
     negatives (deterministic; see the module docstring for the returned structure)."""
 
+    output = "lifted"
+
     def __call__(self, embeddings: torch.Tensor, labels) -> LiftedTuples:
         y = torch.as_tensor(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).long().reshape(-1)
         if len(y) != len(embeddings):

@@ -34,6 +34,8 @@ class NPairMiner(Miner):
     """Every item with a positive is an anchor; one random positive each; all other-class
     items are its negatives (see the module docstring for the returned structure)."""
 
+    output = "npair"
+
     def __call__(self, embeddings: torch.Tensor, labels) -> NPairTuples:
         y = torch.as_tensor(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).long().reshape(-1)
         if len(y) != len(embeddings):

@@ -24,6 +24,8 @@ class RandomDistanceMiner(DistanceMiner):
     ``--miner_distance_*`` cutoffs (as the original).
     """
 
+    output = "shuffled_triplet"
+
     def __init__(self, opt):
         super().__init__(opt)
         self.last_labels: torch.Tensor | None = None

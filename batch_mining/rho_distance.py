@@ -51,6 +51,8 @@ class RhoDistanceMiner(DistanceMiner):
     the ``--miner_rho_distance_*`` flags.
     """
 
+    output = "push_triplet"
+
     def __init__(self, opt):
         super().__init__(opt)
         self.lower_cutoff = float(opt.miner_rho_distance_lower_cutoff)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from torch import nn
 import criteria
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TRIPLET_MINERS, zero_loss
+from criteria._common import REGULARISING_MINERS, TRIPLET_MINERS, zero_loss
 from criteria._roth_utils import grad_reverse
 from utilities.errors import UserError
 
@@ -33,8 +35,29 @@ def add_args(parser) -> None:
     )
     parser.add_argument("--diva_decorrnet_dim", default=512, type=int, help="hidden width of the regressors")
     parser.add_argument("--diva_decorrnet_lr", default=0.00001, type=float, help="learning rate of the regressors")
-    parser.add_argument("--loss_adversarial_separation_base", default="margin", type=str,
-                        help="criterion trained on the full embedding next to the separation term ('none': separation only)")  # fmt: skip
+    parser.add_argument("--loss_adversarial_separation_base", default="margin", type=base_loss,
+                        help="criterion trained on the full embedding next to the separation term: a triplet-based "
+                        "or miner-free loss ('none': separation only)")  # fmt: skip
+
+
+def base_loss(name: str) -> str:
+    """argparse type of ``--loss_adversarial_separation_base``: 'none', or a loss that takes every miner
+    adversarial_separation accepts (the triplet-based ones) or none; npair/lifted-based losses are refused
+    here, at parse time, with one line (the parser turns the error into a ``UserError``)."""
+    if name == "none":
+        return name
+    if name == "adversarial_separation":
+        raise argparse.ArgumentTypeError("the base loss cannot be adversarial_separation itself")
+    if name not in criteria.names():
+        others = [n for n in criteria.names() if n != "adversarial_separation"]
+        raise argparse.ArgumentTypeError(f"unknown loss '{name}'; choose none or one of: {', '.join(others)}")
+    own = criteria.get_class(name).allowed_miners
+    if own and not set(AdversarialSeparation.allowed_miners) <= set(own):
+        raise argparse.ArgumentTypeError(
+            f"base loss '{name}' needs --batch_mining {' or '.join(own)}, which adversarial_separation cannot pass "
+            "on; choose a triplet-based base (e.g. margin, triplet), a miner-free one (e.g. multisimilarity) or none"
+        )
+    return name
 
 
 def parse_directions(directions: list[str]) -> list[tuple[int, int]]:
@@ -68,14 +91,17 @@ class AdversarialSeparation(Criterion):
     it takes a dict of several heads' embeddings and cannot run as a main loss (a ``feature_dict``
     signature, and ``--diva_*`` flags missing from that parameter file); here the heads are chunks
     of the one embedding, and ``--loss_adversarial_separation_base`` (default: margin, DiVA's
-    discriminative loss) trains the full embedding, with the (triplet) miner passed to it when it
-    takes one; bases that need the npair or lifted miner are not supported.
+    discriminative loss) trains the full embedding, with the miner passed to it when it takes one.
+    The accepted miners are those of the triplet-based bases (``TRIPLET_MINERS`` and the Roth
+    suite's ``REGULARISING_MINERS``, e.g. ``intra_random`` as DiVA's intra-class task), default
+    ``distance``; a base that needs the npair or lifted miner is refused when the flags are parsed
+    (see ``base_loss``). With a miner-free base (or 'none') the miner is built but not used.
     One weight in ``--diva_rho_decorrelation`` applies to every direction (the original zips the
     lists and silently drops unmatched directions). Regressors train at ``--diva_decorrnet_lr``
     without weight decay; the base criterion's own parameter groups are kept.
     """
 
-    allowed_miners = TRIPLET_MINERS  # those of the default base (margin); see _build_base
+    allowed_miners = TRIPLET_MINERS + REGULARISING_MINERS  # those of every triplet-based base; see base_loss
     default_miner = "distance"
 
     def __init__(self, opt, batchminer=None):
@@ -105,11 +131,12 @@ class AdversarialSeparation(Criterion):
 
     @staticmethod
     def _build_base(opt, batchminer) -> Criterion | None:
-        name = str(getattr(opt, "loss_adversarial_separation_base", "none"))
+        try:  # an opt built without the full parser (tests, scripts) gets the parser's check here
+            name = base_loss(str(getattr(opt, "loss_adversarial_separation_base", "none")))
+        except argparse.ArgumentTypeError as err:
+            raise UserError(f"--loss_adversarial_separation_base: {err}") from None
         if name == "none":
             return None
-        if name == "adversarial_separation":
-            raise UserError("--loss_adversarial_separation_base cannot be adversarial_separation itself")
         cls = criteria.get_class(name)
         if not cls.allowed_miners:
             return cls(opt, None)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TRIPLET_MINERS, mine_triplets, pair_distance, zero_loss
+from criteria._common import REGULARISING_MINERS, TRIPLET_MINERS, mine_triplets, pair_distance, zero_loss
 
 
 def add_args(parser) -> None:
@@ -31,10 +31,12 @@ class Contrastive(Criterion):
 
     Pairs come from the mined triplets (a, p, n): (a, p) positive, (a, n) negative, each
     mean over all mined pairs. Plain (not squared) Euclidean distances, as in the Roth
-    suite. Expects L2-normalised embeddings (a ``_normalize`` architecture).
+    suite. Expects L2-normalised embeddings (a ``_normalize`` architecture). Takes the triplet
+    miners and, as every tuple loss of the Roth suite, its regularising ones (``rho_distance``,
+    ``intra_random``, ``random_distance``), whose "negative" may share the anchor's class.
     """
 
-    allowed_miners = TRIPLET_MINERS
+    allowed_miners = TRIPLET_MINERS + REGULARISING_MINERS
     default_miner = "distance"
 
     def __init__(self, opt, batchminer=None):

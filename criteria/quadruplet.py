@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TRIPLET_MINERS, mine_triplets, pair_distance, zero_loss
+from criteria._common import REGULARISING_MINERS, TRIPLET_MINERS, mine_triplets, pair_distance, zero_loss
 
 
 def add_args(parser) -> None:
@@ -36,9 +36,13 @@ class Quadruplet(Criterion):
     code draws k by comparing negatives of *other triplets* and indexes the batch with it, so k
     can share the negative's or the anchor's class (and it crashes unless #triplets = batch
     size): a bug, not reproduced. Draws use ``self.generator`` (None: torch's global RNG).
+
+    Takes the triplet miners and the Roth suite's regularising ones (``REGULARISING_MINERS``). With
+    ``random_distance`` the triplets are valid for the miner's shuffled labels (``last_labels``), and
+    k is drawn against those labels too, so the whole quadruplet stays label-shuffled.
     """
 
-    allowed_miners = TRIPLET_MINERS
+    allowed_miners = TRIPLET_MINERS + REGULARISING_MINERS
     default_miner = "distance"
 
     def __init__(self, opt, batchminer=None):
@@ -63,11 +67,11 @@ class Quadruplet(Criterion):
         t = mine_triplets(self, embeddings, labels, triplets)
         if len(t) == 0:
             return zero_loss(embeddings)
-        k = (
-            self.draw_fourth(labels, t)
-            if fourth is None
-            else torch.as_tensor(fourth, device=t.device).long().reshape(-1)
-        )
+        if fourth is None:
+            tuple_labels = getattr(self.batchminer, "last_labels", None) if triplets is None else None
+            k = self.draw_fourth(labels if tuple_labels is None else tuple_labels, t)
+        else:
+            k = torch.as_tensor(fourth, device=t.device).long().reshape(-1)
         d_ap = pair_distance(embeddings, t[:, 0], t[:, 1])
         loss = F.relu(d_ap - pair_distance(embeddings, t[:, 0], t[:, 2]) + self.alpha_1).mean()
         has_k = k >= 0

@@ -7,13 +7,18 @@ import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TRIPLET_MINERS, mine_triplets, zero_loss
+from criteria._common import REGULARISING_MINERS, TRIPLET_MINERS, mine_triplets, zero_loss
 
 
 def add_args(parser) -> None:
     parser.add_argument("--loss_snr_margin", default=0.2, type=float, help="triplet margin on SNR distances")
     parser.add_argument("--loss_snr_reg_lambda", default=0.005, type=float,
                         help="weight of the zero-mean regulariser mean_i |sum_d x_id| (off with the distance miner, as in the Roth suite)")  # fmt: skip
+
+
+# Miners with which the zero-mean regulariser is off, as in the Roth suite (whose random_distance
+# miner sets ``name = 'distance'``).
+REG_OFF_MINERS = ("distance", "random_distance")
 
 
 def snr_distance(anchor: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -31,19 +36,21 @@ class SNR(Criterion):
 
     over mined triplets t = (a, p, n), d_S the SNR distance (noise variance over anchor-signal
     variance). As the Roth suite: the triplet form, averaged over the non-zero terms (0 when none;
-    the Roth code divides 0 by 0 then) and the regulariser switched off with the ``distance`` miner.
+    the Roth code divides 0 by 0 then) and the regulariser switched off with the ``distance`` miner
+    and with ``random_distance`` (the Roth suite's ``random_distance`` miner names itself ``distance``).
+    Takes the triplet miners and the Roth suite's regularising ones (``REGULARISING_MINERS``).
     The zero-mean regulariser averages over the whole batch, as in the paper; the Roth code
     averages over the mined anchors (the same when each sample anchors one triplet).
     """
 
-    allowed_miners = TRIPLET_MINERS
+    allowed_miners = TRIPLET_MINERS + REGULARISING_MINERS
     default_miner = "distance"
 
     def __init__(self, opt, batchminer=None):
         super().__init__(opt, batchminer)
         self.margin = float(opt.loss_snr_margin)
         self.reg_lambda = float(opt.loss_snr_reg_lambda)
-        if getattr(batchminer, "name", None) == "distance":
+        if getattr(batchminer, "name", None) in REG_OFF_MINERS:
             self.reg_lambda = 0.0
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets=None) -> torch.Tensor:
