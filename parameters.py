@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 import architectures
 import batch_mining
@@ -107,7 +108,13 @@ def data_parameters(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--tv_split_perc", default=0.8, type=float, help="share of train classes (or samples) kept for training"
     )
-    g.add_argument("--augmentation", default="base", choices=["base", "none"], help="train-time augmentation")
+    g.add_argument(
+        "--augmentation",
+        default="base",
+        choices=["base", "big", "adv", "red", "none"],
+        help="train-time augmentation (Roth suite): base crop+flip, big at 256 px, adv + colour jitter/grayscale, "
+        "red resize+random crop, none",
+    )
     g.add_argument("--image_size", default=224, type=int, help="crop size of image datasets")
     datasets.add_args(g)
     datasampler.add_args(g)
@@ -182,6 +189,33 @@ def logging_parameters(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no_progress", action="store_true", help="no progress bars")
 
 
+# Flags of the original codes (Roth suite, EL-nivMF) that this suite has no use for: accepted
+# so that pasted commands run, and reported as ignored. value: why / what to use instead.
+IGNORED_ORIGINAL_FLAGS = {
+    "--online_backend": "W&B is the only online backend (--log_online)",
+    "--temp_ned": "unused by the EL-nivMF losses",
+    "--loss_proxyvmf_learnable_temp": "the temperature is always learned (--loss_proxyvmf_templrmulti 0 freezes it)",
+    "--loss_proxyvmf_prenorm": "unused by the EL-nivMF losses",
+    "--loss_proxyvmf_mode": "unused by the EL-nivMF losses",
+    "--loss_proxyvmf_loss": "choose the family member with --loss (proxyvmf_panc, proxyvmf, proxyvmf_kl, ...)",
+    "--loss_proxynca_dim": "the proxies take --embed_dim",
+    "--loss_oproxy_lrmulti_hyper": "unused by oproxy",
+    "--loss_oproxy_proxy_div": "unused by oproxy",
+    "--loss_oproxy_init_dev": "unused by oproxy",
+    "--loss_oproxy_euclidean": "unused by oproxy",
+    "--loss_oproxy_detach_proxies": "unused by oproxy",
+    "--loss_oproxy_unique": "unused by oproxy",
+}
+
+
+def compatibility_parameters(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Flags of the original codes (accepted; ignored or translated)")
+    g.add_argument("--use_float16", action="store_true", help="EL-nivMF code: the same as --amp fp16")
+    g.add_argument("--comet_api_key", default=None, type=str, help=argparse.SUPPRESS)
+    for flag, why in IGNORED_ORIGINAL_FLAGS.items():
+        g.add_argument(flag, nargs="?", const="1", default=None, metavar="VALUE", help=f"ignored: {why}")
+
+
 def build_parser() -> FlagParser:
     """The full flag parser, grouped for ``--help``."""
     parser = FlagParser(
@@ -197,13 +231,27 @@ def build_parser() -> FlagParser:
     loss_parameters(parser)
     evaluation_parameters(parser)
     logging_parameters(parser)
+    compatibility_parameters(parser)
     return parser
 
 
 def check_options(opt: argparse.Namespace) -> None:
     """Cross-flag checks; each failure is one line saying what to change."""
-    if opt.wandb_key is not None:
-        raise UserError("--wandb_key is not accepted (keys must not reach configs or logs); set WANDB_API_KEY instead")
+    if opt.wandb_key is not None or opt.comet_api_key is not None:
+        raise UserError("API keys are not accepted as flags (they must not reach configs or logs); "
+                        "set WANDB_API_KEY in the environment instead")  # fmt: skip
+    for flag, why in IGNORED_ORIGINAL_FLAGS.items():
+        if getattr(opt, flag[2:]) is not None:
+            warnings.warn(f"{flag} (a flag of the original code) is ignored: {why}", stacklevel=2)
+    if opt.online_backend not in (None, "1", "wandb"):
+        raise UserError(f"--online_backend {opt.online_backend} is not supported; --log_online logs to W&B")
+    if opt.use_float16:
+        opt.amp = "fp16" if opt.amp == "none" else opt.amp
+    for flag, low in (("n_epochs", 1), ("eval_every", 1), ("embed_dim", 1), ("kernels", 0), ("warmup", 0)):
+        if getattr(opt, flag) < low:
+            raise UserError(f"--{flag} must be at least {low}, got {getattr(opt, flag)}")
+    if opt.lr <= 0:
+        raise UserError(f"--lr must be positive, got {opt.lr}")
     if opt.bs <= 0 or opt.samples_per_class <= 0:
         raise UserError("--bs and --samples_per_class must be positive")
     if opt.bs % opt.samples_per_class:
@@ -218,9 +266,13 @@ def check_options(opt: argparse.Namespace) -> None:
     if opt.batch_mining is not None:
         batch_mining.REGISTRY.get(opt.batch_mining)
     criteria.check_miner(opt.loss, opt.batch_mining)
+    if "rho_spectrum@0" in opt.evaluation_metrics:  # in the Roth suite's default list; a vector, not a number
+        warnings.warn("rho_spectrum@0 (the whole spectrum, not a number) is skipped; rho_spectrum@k with k != 0 "
+                      "gives the KL divergences", stacklevel=2)  # fmt: skip
+        opt.evaluation_metrics = [m for m in opt.evaluation_metrics if m != "rho_spectrum@0"]
     metrics.validate(opt.evaluation_metrics)
-    own = criteria.get_class(opt.loss).selectable_metrics  # computed by the loss's evaluate()
-    metrics.validate([m for m in opt.storage_metrics if m not in own])
+    own = tuple(criteria.get_class(opt.loss).selectable_metrics)  # computed by the loss's evaluate()
+    metrics.validate([m for m in opt.storage_metrics if m not in own], "--storage_metrics", own)
     missing = [m for m in opt.storage_metrics if m not in opt.evaluation_metrics and m not in own]
     if missing:
         opt.evaluation_metrics = list(opt.evaluation_metrics) + missing

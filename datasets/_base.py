@@ -40,17 +40,28 @@ class ToBGR:
 
 
 def image_transforms(opt, train: bool) -> Callable:
-    """Roth et al. 2020 transforms for photo datasets.
+    """Roth et al. 2020 transforms for photo datasets (``--augmentation``, s = ``--image_size``, 224).
 
-    train: RandomResizedCrop(s) + RandomHorizontalFlip; test: Resize(round(s*256/224)) +
-    CenterCrop(s); s = ``--image_size`` (224). ImageNet mean/std, or the BGR 0-255
-    convention for ``bninception`` archs. ``--augmentation none`` trains on test transforms.
+    test: Resize(round(s*256/224)) + CenterCrop(s). train: ``base`` RandomResizedCrop(s) +
+    RandomHorizontalFlip; ``big`` the same at s*256/224 (tested at that size too); ``adv``
+    adds RandomGrayscale(0.2) + ColorJitter(0.2, 0.2, 0.2, 0.2); ``red`` Resize(s*256/224) +
+    RandomCrop(s) + flip; ``none`` trains on the test transforms. ImageNet mean/std, or the
+    BGR 0-255 convention for ``bninception`` archs.
     """
+    mode = getattr(opt, "augmentation", "base")
     size = int(getattr(opt, "image_size", 224))
-    if train and getattr(opt, "augmentation", "base") != "none":
+    resize = round(size * 256 / 224)
+    if mode == "big":
+        size, resize = resize, round(resize * 256 / 224)
+    if train and mode in ("base", "big"):
         steps = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(0.5)]
+    elif train and mode == "adv":
+        steps = [transforms.RandomResizedCrop(size), transforms.RandomGrayscale(p=0.2),
+                 transforms.ColorJitter(0.2, 0.2, 0.2, 0.2), transforms.RandomHorizontalFlip(0.5)]  # fmt: skip
+    elif train and mode == "red":
+        steps = [transforms.Resize(resize), transforms.RandomCrop(size), transforms.RandomHorizontalFlip(0.5)]
     else:
-        steps = [transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size)]
+        steps = [transforms.Resize(resize), transforms.CenterCrop(size)]
     steps.append(transforms.ToTensor())
     if uses_bninception(opt):
         steps += [transforms.Normalize(BNINCEPTION_MEAN, BNINCEPTION_STD), ToBGR()]

@@ -198,6 +198,36 @@ def test_transforms_sizes_and_no_augmentation(root):
     assert x_train.shape == (3, 16, 16) and torch.equal(x_train, x_eval)
 
 
+@pytest.mark.parametrize(
+    "mode,steps",
+    [
+        ("base", [("RandomResizedCrop", 224), ("RandomHorizontalFlip", 0.5)]),
+        ("big", [("RandomResizedCrop", 256), ("RandomHorizontalFlip", 0.5)]),
+        ("adv", [("RandomResizedCrop", 224), ("RandomGrayscale", 0.2), ("ColorJitter", None),
+                 ("RandomHorizontalFlip", 0.5)]),
+        ("red", [("Resize", 256), ("RandomCrop", 224), ("RandomHorizontalFlip", 0.5)]),
+        ("none", [("Resize", 256), ("CenterCrop", 224)]),
+    ],
+)  # fmt: skip
+def test_train_transform_composition(root, mode, steps):
+    """The Roth suite's --augmentation modes, step by step, before ToTensor + ImageNet normalisation."""
+    ds = datasets.select("cub200", make_opt(root, image_size=224, augmentation=mode))["training"]
+    got = ds.transform.transforms
+    assert [type(t).__name__ for t in got] == [name for name, _ in steps] + ["ToTensor", "Normalize"]
+    for t, (name, arg) in zip(got, steps):
+        if name in ("RandomResizedCrop", "RandomCrop", "CenterCrop"):
+            assert tuple(t.size) == (arg, arg)
+        elif name == "Resize":
+            assert t.size == arg
+        elif name in ("RandomHorizontalFlip", "RandomGrayscale"):
+            assert t.p == arg
+    assert list(got[-1].mean) == [0.485, 0.456, 0.406] and list(got[-1].std) == [0.229, 0.224, 0.225]
+    test_t = datasets.select("cub200", make_opt(root, image_size=224, augmentation=mode))["testing"].transform
+    crop = 256 if mode == "big" else 224
+    assert [type(t).__name__ for t in test_t.transforms[:2]] == ["Resize", "CenterCrop"]
+    assert tuple(test_t.transforms[1].size) == (crop, crop)
+
+
 def test_test_transform_reference_values(root):
     """Resize(round(s*256/224)) + CenterCrop(s) + ImageNet normalisation, and BGR 0-255 for bninception."""
     ds = datasets.select("cub200", make_opt(root, image_size=8))["testing"]

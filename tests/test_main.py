@@ -106,7 +106,14 @@ def test_same_seed_same_result(tmp_path):
         (["--loss", "proxyanchor", "--batch_mining", "distance"], "takes no batch miner"),
         (["--bs", "50", "--samples_per_class", "3"], "not divisible"),
         (["--evaluation_metrics", "e_recal@1"], "unknown metric"),
-        (["--storage_metrics", "bogus"], "unknown metric"),
+        (["--storage_metrics", "bogus"], "unknown metric 'bogus' in --storage_metrics"),
+        (["--evaluation_metrics", "e_recall@0"], "in --evaluation_metrics"),
+        (["--eval_every", "0"], "--eval_every must be at least 1"),
+        (["--kernels", "-1"], "--kernels must be at least 0"),
+        (["--embed_dim", "0"], "--embed_dim must be at least 1"),
+        (["--n_epochs", "0"], "--n_epochs must be at least 1"),
+        (["--online_backend", "comet"], "--online_backend comet is not supported"),
+        (["--comet_api_key", "abc"], "WANDB_API_KEY"),
         (["--dataset", "cub200", "--source_path", "/nonexistent/place"], "/nonexistent/place"),
         (["--no_such_flag"], "unrecognized arguments"),
         (["--wandb_key", "abc"], "WANDB_API_KEY"),
@@ -119,6 +126,28 @@ def test_bad_input_is_one_line(args, fragment, tmp_path, capsys):
     assert fragment in err
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
+
+
+def test_storage_metric_error_lists_the_losses_own_metrics(tmp_path, capsys):
+    assert run_main(["--loss", "vmf_softmax", "--storage_metrics", "bogus"], tmp_path) == 2
+    assert "vmf_recall@1" in capsys.readouterr().err
+
+
+def test_original_codes_flags_and_roth_default_metrics_are_accepted():
+    """Pasted commands of the Roth suite / EL-nivMF code parse: ignored flags warn, --use_float16 is --amp fp16."""
+    import parameters
+
+    roth_metrics = ["e_recall@1", "e_recall@2", "e_recall@4", "nmi", "f1", "mAP_1000", "mAP_lim", "mAP_c",
+                    "dists@intra", "dists@inter", "dists@intra_over_inter", "rho_spectrum@0", "rho_spectrum@-1",
+                    "rho_spectrum@1", "rho_spectrum@2", "rho_spectrum@10"]  # fmt: skip
+    with pytest.warns(UserWarning) as caught:
+        opt = parameters.parse_args(["--use_float16", "--online_backend", "wandb", "--loss_oproxy_unique",
+                                     "--loss_proxyvmf_learnable_temp", "1", "--evaluation_metrics", *roth_metrics,
+                                     "--augmentation", "big"])  # fmt: skip
+    text = " ".join(str(w.message) for w in caught)
+    assert "--online_backend" in text and "--loss_oproxy_unique" in text and "rho_spectrum@0" in text
+    assert opt.amp == "fp16" and opt.augmentation == "big"
+    assert opt.evaluation_metrics == [m for m in roth_metrics if m != "rho_spectrum@0"]
 
 
 def test_bad_input_subprocess_exit_code(tmp_path):
