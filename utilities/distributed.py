@@ -1,7 +1,11 @@
 """DDP helpers: ``torchrun --nproc_per_node N main.py ...`` runs the same command.
 
 Only rank 0 writes files, logs and checkpoints. Embeddings are gathered across ranks
-for evaluation and for pair-based losses.
+for evaluation and for the storage samplers. Every rank holds the same model and
+criterion: rank 0's initial state is broadcast once (``broadcast_module``), gradients are
+averaged after every backward pass (``all_reduce_gradients``), and decisions taken on
+rank 0 (early stop, the plateau scheduler's input) reach the others by
+``broadcast_object``. Every helper is the identity without a process group.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ def init_distributed() -> tuple[int, int]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():  # NCCL collectives run on the current device
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend=backend)
     return rank(), world_size
 
@@ -45,6 +51,61 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     dist.all_gather(parts, tensor.contiguous())
     parts[rank()] = tensor
     return torch.cat(parts, dim=0)
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` as rank ``src`` holds it, on every rank (any picklable object)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0, buffers_only: bool = False) -> None:
+    """Overwrite, in place, every parameter and buffer (or only the buffers, e.g. BatchNorm
+    running statistics) with rank ``src``'s values."""
+    if world_size() == 1:
+        return
+    tensors = list(module.buffers()) if buffers_only else [*module.parameters(), *module.buffers()]
+    with torch.no_grad():
+        for t in tensors:
+            dist.broadcast(t.data, src=src)
+
+
+def all_reduce_gradients(params, loss: torch.Tensor) -> float:
+    """Average the gradients of ``params`` over all ranks, in place; return the mean loss.
+
+    A parameter that has a gradient on some rank but not on this one (e.g. no mined tuple
+    touched it here) takes part with zeros, so every rank ends with the same gradients;
+    one that has none anywhere keeps ``grad = None``. The returned loss is non-finite
+    when any rank's loss is, so all ranks can stop together.
+    """
+    params = list(params)
+    if world_size() == 1:
+        return float(loss.detach())
+    n = world_size()
+    status = torch.zeros(len(params) + 1, dtype=torch.float64, device=loss.device)
+    status[: len(params)] = torch.tensor([p.grad is not None for p in params], dtype=torch.float64)
+    status[-1] = loss.detach().double()
+    dist.all_reduce(status)
+    have = status[: len(params)].tolist()
+    present = [p for p, h in zip(params, have) if h > 0]
+    for p in present:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    by_kind: dict[tuple, list[torch.Tensor]] = {}
+    for p in present:
+        by_kind.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+    for grads in by_kind.values():  # one collective per (device, dtype)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= n
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+    return status[-1].item() / n
 
 
 def barrier() -> None:

@@ -6,6 +6,7 @@ One ``Trainer`` per run. ``Trainer(opt).fit()`` does what ``python main.py`` doe
 from __future__ import annotations
 
 import logging
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -45,12 +46,48 @@ def autocast(opt, device: torch.device):
 
 
 def eval_loader(dataset, opt) -> DataLoader:
-    return DataLoader(dataset, batch_size=max(opt.bs, 128), shuffle=False, num_workers=opt.kernels,
+    """Loader of a whole split in dataset order; under DDP each rank embeds its own shard
+    (``evaluation.extract_embeddings`` gathers the shards and drops the padding)."""
+    sampler = None
+    if distributed.world_size() > 1:
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=False
+        )
+    return DataLoader(dataset, batch_size=max(opt.bs, 128), shuffle=False, sampler=sampler, num_workers=opt.kernels,
                       worker_init_fn=seeding.worker_init_fn)  # fmt: skip
 
 
+def no_decay(name: str, param: torch.nn.Parameter) -> bool:
+    """Exempt from weight decay under ``--decay_exclude_1d``: biases and every parameter with
+    dim <= 1 (BatchNorm affine, scalars), as the vMF paper's code decays only the rest."""
+    return param.ndim <= 1 or name.rsplit(".", 1)[-1] == "bias"
+
+
+def exclude_1d_from_decay(groups: list[dict], module: torch.nn.Module) -> list[dict]:
+    """Split every group with weight decay into its decayed part (same name) and a
+    ``<name>_no_decay`` part with ``weight_decay`` 0; all other settings (lr, momentum, ...)
+    are kept. Groups without decay are returned unchanged."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    out = []
+    for group in groups:
+        if not group.get("weight_decay", 0.0):
+            out.append(group)
+            continue
+        params = list(group["params"])
+        exempt = [p for p in params if no_decay(names.get(id(p), ""), p)]
+        exempt_ids = {id(p) for p in exempt}
+        decayed = [p for p in params if id(p) not in exempt_ids]
+        if decayed:
+            out.append({**group, "params": decayed})
+        if exempt:
+            out.append({**group, "params": exempt, "weight_decay": 0.0,
+                        "name": f"{group.get('name', 'group')}_no_decay"})  # fmt: skip
+    return out
+
+
 def model_param_groups(model: torch.nn.Module, opt) -> list[dict]:
-    """Backbone at ``--lr`` and head at ``--fc_lr`` (if set), both with ``--decay``."""
+    """Backbone at ``--lr`` and head at ``--fc_lr`` (if set), both with ``--decay``; with
+    ``--decay_exclude_1d`` their biases and 1-d parameters go to ``*_no_decay`` groups."""
     head = list(model.head_parameters()) if hasattr(model, "head_parameters") else []
     head_ids = {id(p) for p in head}
     backbone = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
@@ -60,7 +97,8 @@ def model_param_groups(model: torch.nn.Module, opt) -> list[dict]:
         groups.append(
             {"params": [p for p in head if p.requires_grad], "lr": fc_lr, "weight_decay": opt.decay, "name": "head"}
         )
-    return [g for g in groups if g["params"]]
+    groups = [g for g in groups if g["params"]]
+    return exclude_1d_from_decay(groups, model) if getattr(opt, "decay_exclude_1d", False) else groups
 
 
 def build_optimizer(groups: list[dict], opt) -> torch.optim.Optimizer:
@@ -109,7 +147,7 @@ class Trainer:
         self.criterion = criteria.select(opt.loss, opt, self.miner).to(self.device)
         self.sampler = datasampler.select(opt.data_sampler, opt, np.asarray(train.labels))
         if self.world_size > 1:
-            self.sampler.rank, self.sampler.world_size = self.rank, self.world_size
+            self.sampler.set_distributed(self.rank, self.world_size)
         self.train_loader = DataLoader(train, batch_sampler=self.sampler, num_workers=opt.kernels,
                                        worker_init_fn=seeding.worker_init_fn)  # fmt: skip
         self.eval_splits = {}
@@ -120,7 +158,10 @@ class Trainer:
         self.eval_splits["testing"] = self.data["testing"]
         self.selection_split = "validation" if "validation" in self.eval_splits else "testing"
 
-        groups = model_param_groups(self.model, opt) + self.criterion.param_groups()
+        criterion_groups = self.criterion.param_groups()
+        if getattr(opt, "decay_exclude_1d", False):
+            criterion_groups = exclude_1d_from_decay(criterion_groups, self.criterion)
+        groups = model_param_groups(self.model, opt) + criterion_groups
         self.optimizer = build_optimizer(groups, opt)
         self.scheduler = build_scheduler(self.optimizer, opt)
         self.scaler = torch.amp.GradScaler("cuda", enabled=opt.amp == "fp16" and self.device.type == "cuda")
@@ -176,8 +217,36 @@ class Trainer:
         for p, flag in self._backbone_flags:
             p.requires_grad_(flag and trainable)
 
+    def backbone_batchnorms(self) -> list[torch.nn.Module]:
+        """BatchNorm layers outside the head (their statistics stay fixed during ``--warmup``)."""
+        head = {id(p) for p in self.model.head_parameters()} if hasattr(self.model, "head_parameters") else set()
+        return [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                and not any(id(p) in head for p in m.parameters(recurse=False))]  # fmt: skip
+
+    def embed_split(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings (eval mode, no augmentation) and labels of a whole split, in dataset order."""
+        distributed.broadcast_module(self.model, buffers_only=True)  # same BN statistics on every shard
+        return evaluation.extract_embeddings(self.model, eval_loader(dataset, self.opt), self.device,
+                                             amp=self.opt.amp, progress=self.show_progress)  # fmt: skip
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+
+    def refresh_storage(self, epoch: int) -> None:
+        """``--data_idx_full_prec``: re-embed the whole training set at the start of every
+        epoch after the first (as the Roth suite), momentum ``--data_mb_mom`` if > 0. Skipped
+        at the first epoch of a run or resumed run, whose storage was just computed."""
+        if not getattr(self.sampler, "full_refresh", False) or epoch <= getattr(self, "_storage_epoch", 1):
+            return
+        emb, _ = self.embed_split(self.data["evaluation"])
+        self.sampler.full_storage_update(emb)
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         opt = self.opt
+        storage = getattr(self.sampler, "requires_storage", False)
+        start = time.time()
+        if storage:
+            self.refresh_storage(epoch)
         self.model.train()
         self.criterion.train()
         if hasattr(self.sampler, "set_epoch"):
@@ -186,31 +255,42 @@ class Trainer:
         warm = epoch <= opt.warmup
         if opt.warmup:
             self.set_backbone_trainable(not warm)
-        losses, start = [], time.time()
+        if warm:  # the frozen backbone's BatchNorm statistics stay fixed too
+            for bn in self.backbone_batchnorms():
+                bn.eval()
+        losses = []
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}/{opt.n_epochs}" + (" (warm-up)" if warm else ""),
                    disable=not self.show_progress, leave=False, dynamic_ncols=True)  # fmt: skip
-        storage = getattr(self.sampler, "requires_storage", False)
         for step, (images, labels, indices) in enumerate(bar):
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
             with autocast(opt, self.device):
                 embeds = self.model(images)
-            if storage:  # storage samplers keep the train-set embeddings current
-                self.sampler.replace_storage_entries(embeds.detach().float().cpu(), indices)
-            loss = self.criterion(embeds.float(), labels)
-            if not torch.isfinite(loss):
-                raise UserError(
-                    f"non-finite loss ({loss.item()}) at epoch {epoch}, batch {step}; lower --lr or check the data "
-                    f"(run folder kept: {self.run_dir})"
+            if storage:  # storage samplers keep the train-set embeddings current; under DDP the global batch
+                self.sampler.replace_storage_entries(
+                    distributed.all_gather_cat(embeds.detach().float()).cpu(),
+                    distributed.all_gather_cat(torch.as_tensor(indices).to(self.device)).cpu(),
                 )
+            loss = self.criterion(embeds.float(), labels)
+            if self.world_size == 1 and not torch.isfinite(loss):
+                self.non_finite(loss.item(), epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            value = distributed.all_reduce_gradients(self.trainable_parameters(), loss)  # mean over ranks
+            if not math.isfinite(value):  # under DDP: on every rank when any rank's loss is non-finite
+                self.non_finite(value, epoch, step)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            losses.append(loss.item())
+            losses.append(value)
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         bar.close()
         return {"loss": float(np.mean(losses)) if losses else float("nan"), "time": time.time() - start,
                 "lr": self.optimizer.param_groups[0]["lr"]}  # fmt: skip
+
+    def non_finite(self, value: float, epoch: int, step: int):
+        raise UserError(
+            f"non-finite loss ({value}) at epoch {epoch}, batch {step}; lower --lr or check the data "
+            f"(run folder kept: {self.run_dir})"
+        )
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, epoch: int) -> tuple[dict[str, dict[str, float]], dict[str, tuple]]:
@@ -220,9 +300,7 @@ class Trainer:
         results, embeddings = {}, {}
         for split, dataset in self.eval_splits.items():
             start = time.time()
-            emb, labels = evaluation.extract_embeddings(
-                self.model, eval_loader(dataset, opt), self.device, amp=opt.amp, progress=self.show_progress
-            )
+            emb, labels = self.embed_split(dataset)
             values = evaluation.compute_metrics(emb, labels, opt.evaluation_metrics, device=metric_device)
             values.update(self.criterion.evaluate(emb, labels, split))
             values["eval_time"] = time.time() - start
@@ -258,6 +336,12 @@ class Trainer:
             "opt": run_folder.public_config(self.opt),
         }
         checkpoint.save(state, self.run_dir / checkpoint.LAST)
+
+    def log_training(self, epoch: int, train_stats: dict) -> None:
+        """The training row (loss, lr, epoch time) of an epoch without evaluation."""
+        self.csv.log("training", epoch, train_stats)
+        if self.wandb is not None:
+            self.wandb.log({f"training/{k}": v for k, v in train_stats.items()}, step=epoch)
 
     def after_evaluation(self, epoch: int, train_stats: dict, results: dict, embeddings: dict) -> None:
         log.info(self.metrics_table(epoch, results))
@@ -304,12 +388,16 @@ class Trainer:
             "epochs_run": self.state.epoch, "stop_reason": self.state.stop_reason,
         })  # fmt: skip
 
-    def step_scheduler(self, results: dict | None) -> None:
+    def plateau_value(self, results: dict | None) -> float | None:
+        """The plateau scheduler's input: the first storage metric on the selection split."""
+        return results[self.selection_split].get(self.opt.storage_metrics[0], float("nan")) if results else None
+
+    def step_scheduler(self, value: float | None) -> None:
+        """One scheduler step per epoch; ReduceLROnPlateau only on a present, non-NaN ``value``."""
         if self.scheduler is None:
             return
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            value = results[self.selection_split].get(self.opt.storage_metrics[0], float("nan")) if results else None
-            if value is not None and value == value:  # no step on a missing or NaN value
+            if value is not None and value == value:
                 self.scheduler.step(value)
         else:
             self.scheduler.step()
@@ -318,15 +406,18 @@ class Trainer:
         """Train for ``--n_epochs``, evaluating every ``--eval_every``; returns the run folder."""
         opt = self.opt
         self.open_run_folder()
+        self.last_plot = time.time()  # the first progression plot after a minute (and always at the end)
         log.info(self.describe())
         if opt.resume:
             self.resume()
         else:
+            distributed.broadcast_module(self.model)  # every rank starts from rank 0's initialisation
             self.criterion.prepare(self.model, eval_loader(self.data["evaluation"], opt), self.device)
+            distributed.broadcast_module(self.criterion)
         if getattr(self.sampler, "requires_storage", False):
-            emb, _ = evaluation.extract_embeddings(self.model, eval_loader(self.data["evaluation"], opt), self.device,
-                                                   amp=opt.amp, progress=self.show_progress)  # fmt: skip
+            emb, _ = self.embed_split(self.data["evaluation"])
             self.sampler.init_storage(emb)
+            self._storage_epoch = self.state.epoch + 1  # no full refresh right after this
         for epoch in range(self.state.epoch + 1, opt.n_epochs + 1):
             train_stats = self.train_epoch(epoch)
             self.state.epoch = epoch
@@ -336,8 +427,12 @@ class Trainer:
                 results, embeddings = self.evaluate(epoch)
                 if self.main:
                     self.after_evaluation(epoch, train_stats, results, embeddings)
-            self.step_scheduler(results)
+            elif self.main:
+                self.log_training(epoch, train_stats)
+            # Rank 0 alone selects models: its decisions drive every rank.
             stop = opt.early_stop_patience > 0 and self.selector.evals_since_best() >= opt.early_stop_patience
+            stop, value = distributed.broadcast_object((bool(stop), self.plateau_value(results)))
+            self.step_scheduler(value)
             if stop:
                 self.state.stop_reason = (
                     f"early stop: no improvement of {opt.storage_metrics[0]} in {opt.early_stop_patience} evaluations"
