@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from utilities.registry import Registry, import_submodules
 
-REGISTRY = Registry("architecture", "--arch")
+REGISTRY = Registry("architecture", "--arch", hint="or timm_<any timm model>; suffixes _frozen, _normalize")
 register = REGISTRY.register
 SUFFIXES = ("_frozen", "_normalize")
 

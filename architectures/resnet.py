@@ -4,8 +4,8 @@ Global average pooling of the last stage, then ``last_linear: 512|2048 -> embed_
 (Roth et al. 2020 use average pooling only for ResNet50). ImageNet weights are
 torchvision's (or the identical pretrainedmodels file the Roth suite uses), read from
 ``torch.hub.get_dir()/checkpoints``; nothing is downloaded.
-``--first_conv_3x3`` swaps the 7x7/2 stem and max pool for one 3x3/1 conv (the CIFAR stem
-of the vMF paper, Scott et al. 2021).
+``--first_conv_3x3`` swaps the 7x7/2 stem conv for a 3x3/1 conv (the CIFAR stem of the vMF
+paper, Scott et al. 2021, whose code keeps the max pool after it).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def add_args(parser) -> None:
     parser.add_argument(
         "--first_conv_3x3",
         action="store_true",
-        help="ResNet: 3x3 stride-1 first conv and no max pool (CIFAR stem of the vMF paper)",
+        help="ResNet: 3x3 stride-1 first conv, max pool kept (CIFAR stem of the vMF paper's code)",
     )
     parser.add_argument("--set_bn_eval", action="store_true",
                         help="keep every BatchNorm in eval mode (fixed statistics); same as the _frozen suffix")  # fmt: skip
@@ -53,7 +53,6 @@ def build_resnet(depth_name: str, opt) -> EmbeddingNet:
         net.load_state_dict(state)
     if getattr(opt, "first_conv_3x3", False):
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
     elif in_channels != 3:
         old = net.conv1
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)

@@ -102,7 +102,13 @@ def test_mnist_cnn_layout_matches_the_paper():
 def test_first_conv_3x3_and_grey_input():
     model = architectures.select("resnet18", make_opt("resnet18", first_conv_3x3=True, input_shape=(3, 32, 32)))
     assert model.backbone.conv1.kernel_size == (3, 3) and model.backbone.conv1.stride == (1, 1)
-    assert isinstance(model.backbone.maxpool, nn.Identity)
+    # The vMF paper's code keeps the 3x3/2 max pool after the 3x3 stem: 32x32 input -> 16x16 into layer1.
+    assert isinstance(model.backbone.maxpool, nn.MaxPool2d) and model.backbone.maxpool.stride == 2
+    feats = {}
+    model.backbone.layer1.register_forward_hook(lambda m, i, o: feats.update(layer1=o.shape))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 32, 32))
+    assert feats["layer1"][-2:] == (16, 16)
     for name in ("resnet18", "googlenet"):  # grey (MNIST-like) input on ImageNet backbones
         grey = architectures.select(name, make_opt(name, input_shape=(1, 28, 28)))
         with torch.no_grad():

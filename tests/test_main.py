@@ -101,6 +101,7 @@ def test_same_seed_same_result(tmp_path):
     [
         (["--loss", "nope"], "unknown loss 'nope'"),
         (["--arch", "resnet5"], "unknown architecture 'resnet5'"),
+        (["--arch", "resnet5_frozen"], "or timm_<any timm model>; suffixes _frozen, _normalize"),
         (["--data_sampler", "nope"], "unknown data sampler"),
         (["--dataset", "nope"], "unknown dataset 'nope'"),
         (["--loss", "proxyanchor", "--batch_mining", "distance"], "takes no batch miner"),

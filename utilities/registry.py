@@ -34,9 +34,10 @@ class Entry:
 class Registry:
     """Components of one kind (``loss``, ``miner``, ``sampler``, ...) by name."""
 
-    def __init__(self, kind: str, flag: str):
+    def __init__(self, kind: str, flag: str, hint: str = ""):
         self.kind = kind
         self.flag = flag
+        self.hint = hint  # appended to the list of valid names in errors
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, paper: str = "", flags: str = "", **meta) -> Callable:
@@ -58,7 +59,10 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         if name not in self._entries:
-            raise UserError(f"unknown {self.kind} '{name}' for {self.flag}; choose one of: {', '.join(self.names())}")
+            hint = f" ({self.hint})" if self.hint else ""
+            raise UserError(
+                f"unknown {self.kind} '{name}' for {self.flag}; choose one of: {', '.join(self.names())}{hint}"
+            )
         return self._entries[name]
 
     def add_args(self, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
