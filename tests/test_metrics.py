@@ -7,6 +7,7 @@ import math
 import faiss
 import numpy as np
 import pytest
+import sklearn.metrics
 import torch
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import FaissKNN
@@ -176,6 +177,8 @@ def test_f1_and_nmi_match_naive_formulas_given_cluster_ids(geometry):
     p = "c_" if geometry == "cosine" else ""
     assert metrics.select(f"{p}f1")(ctx) == pytest.approx(naive_pair_f1(labels, clusters), rel=1e-12)
     assert metrics.select(f"{p}nmi")(ctx) == pytest.approx(naive_nmi(labels, clusters), rel=1e-10)
+    sk = sklearn.metrics.normalized_mutual_info_score(labels, clusters)  # arithmetic normalisation
+    assert metrics.select(f"{p}nmi")(ctx) == pytest.approx(sk, rel=1e-12)
 
 
 @pytest.mark.parametrize("geometry", ["euclidean", "cosine"])
@@ -194,6 +197,7 @@ def test_nmi_and_f1_run_seeded_kmeans_with_one_cluster_per_class(geometry):
     out = compute_metrics(x, y, [f"{p}nmi", f"{p}f1"], seed=7)
     assert 0.3 < out[f"{p}nmi"] < 1.0
     assert out[f"{p}nmi"] == pytest.approx(naive_nmi(y, ids), rel=1e-10)
+    assert out[f"{p}nmi"] == pytest.approx(sklearn.metrics.normalized_mutual_info_score(y, ids), rel=1e-12)
     assert out[f"{p}f1"] == pytest.approx(naive_pair_f1(y, ids), rel=1e-10)
 
 
