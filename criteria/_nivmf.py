@@ -33,6 +33,25 @@ from utilities.vmf import log_vmf_norm
 
 KAPPA_MIN = 0.1
 
+# Uncertainty metrics every run of the family reports on top of the normal retrieval metrics (DESIGN section 7):
+# norm percentiles, AUROC of the norm for a correct cosine / Euclidean 1-NN, Spearman, the rejection-curve area and
+# the neighbour-weighted label probability. ``unc_auroc_ppk`` (O(N^2) log-normalisers) stays opt-in.
+UNCERTAINTY_METRICS = ("norms@5", "norms@50", "norms@95", "unc_auroc_cos", "unc_auroc_l2", "unc_spearman",
+                       "unc_recall_area", "unc_nw_acc@10", "unc_nw_ll@10")  # fmt: skip
+
+
+class _FamilyFlagDefaults:
+    """The family's ``flag_defaults``, built on access: ``parameters`` imports ``criteria``, so its
+    ``DEFAULT_EVALUATION_METRICS`` can only be read once both are loaded (at parse time)."""
+
+    def __get__(self, obj, owner) -> dict:
+        import parameters
+
+        # The EL-nivMF code's defaults: the embedding norm is the vMF concentration, so the
+        # backbone must not L2-normalise (``resnet50_frozen``, not Roth's ``..._normalize``).
+        return {"arch": "resnet50_frozen", "bs": 64, "storage_metrics": ["c_recall@1"],
+                "evaluation_metrics": list(parameters.DEFAULT_EVALUATION_METRICS) + list(UNCERTAINTY_METRICS)}  # fmt: skip
+
 
 def add_proxyvmf_args(parser) -> None:
     a = parser.add_argument
@@ -129,9 +148,8 @@ class NivmfProxyCriterion(Criterion):
 
     norm_is_certainty = True  # the run ends with uncertainty plots of the test split
 
-    # The EL-nivMF code's defaults: the embedding norm is the vMF concentration, so the
-    # backbone must not L2-normalise (``resnet50_frozen``, not Roth's ``..._normalize``).
-    flag_defaults = {"arch": "resnet50_frozen", "bs": 64, "storage_metrics": ["c_recall@1"]}
+    # resnet50_frozen, bs 64, storage c_recall@1, evaluation = the default metrics + UNCERTAINTY_METRICS
+    flag_defaults = _FamilyFlagDefaults()
 
     allowed_miners = ()
     default_miner = None

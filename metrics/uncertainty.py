@@ -5,8 +5,9 @@ query's nearest neighbour (self excluded) shares its label; lone queries are lef
 
 * ``norms@q``: the q-th percentile (1..100) of the embedding norms.
 * ``unc_auroc_cos`` / ``unc_auroc_l2`` / ``unc_auroc_ppk``: AUROC of the certainty for predicting a correct nearest
-  neighbour under cosine / Euclidean / log-PPK (rho = 1 between vMF(e/||e||, ||e||) pairs, computed in row chunks,
-  O(N^2) log-normaliser evaluations) neighbours. NaN if every query is correct or every one wrong.
+  neighbour under cosine / Euclidean / log-PPK (rho = 1 between vMF(e/||e||, ||e||) pairs, computed in row chunks
+  sized to a 256 MB budget, but O(N^2) log-normaliser evaluations: opt-in, not in the EL-nivMF family's defaults)
+  neighbours. NaN if every query is correct or every one wrong.
 * ``unc_spearman``: Spearman correlation of certainty and cosine 1-NN correctness.
 * ``unc_recall_area``: cosine Recall@1 of the kept queries after rejecting the x% least certain, averaged over
   keeping the n = 1..N most certain ones (area under the rejection curve; curve: ``rejection_curve``).
@@ -44,21 +45,43 @@ def norms_of(ctx_or_emb) -> np.ndarray:
     return np.linalg.norm(np.asarray(emb, dtype=np.float64), axis=1)
 
 
-def ppk_nearest_neighbour(embeddings: np.ndarray, chunk: int = 1024) -> np.ndarray:
-    """[N] index of the item with the largest log PPK (rho = 1) to each item, self excluded."""
+# Peak bytes of one row-chunk's temporaries per (query, item) pair: float64 k3 and PPK matrices plus the
+# log-normaliser's internals (broadcast order, region masks, Debye terms). Measured 108-149 B/pair for d = 8..512
+# (tests/test_uncertainty_metrics.py checks the bound in a fresh process); 192 leaves a margin.
+PPK_BYTES_PER_PAIR = 192
+PPK_MAX_BYTES = 256 * 2**20  # memory budget of one chunk
+
+
+def ppk_chunk_rows(n_items: int, max_bytes: int = PPK_MAX_BYTES) -> int:
+    """Rows per chunk so that one chunk's temporaries (rows x n_items pairs) stay within ``max_bytes``."""
+    return max(1, int(max_bytes) // (PPK_BYTES_PER_PAIR * max(1, int(n_items))))
+
+
+def ppk_nearest_neighbour(embeddings: np.ndarray, max_bytes: int = PPK_MAX_BYTES) -> np.ndarray:
+    """[N] index of the item with the largest log PPK (rho = 1) to each item, self excluded.
+
+    log PPK(i, j) = log C_d(k_i) + log C_d(k_j) - log C_d(||e_i + e_j||) with k = ||e||. Row chunks of
+    ``ppk_chunk_rows(N, max_bytes)`` rows bound the memory (256 MB by default: 29 rows at SOP's N = 60502); the
+    compute stays O(N^2) log-normaliser evaluations (about 2.5e5 - 1e6 pairs/s on one CPU thread, so hours on SOP).
+    """
     from utilities.vmf import log_vmf_norm
 
     e = torch.as_tensor(np.asarray(embeddings, dtype=np.float64))
     n, d = e.shape
+    chunk = ppk_chunk_rows(n, max_bytes)
     k = torch.linalg.vector_norm(e, dim=1)
     logc = log_vmf_norm(k, d)
     sq = k.pow(2)
     out = np.empty(n, dtype=np.int64)
-    for s in range(0, n, chunk):
-        k3 = (sq[s : s + chunk, None] + sq[None, :] + 2 * e[s : s + chunk] @ e.T).clamp_min(0).sqrt()
-        ppk = logc[s : s + chunk, None] + logc[None, :] - log_vmf_norm(k3, d)
-        ppk[torch.arange(len(ppk)), torch.arange(s, s + len(ppk))] = -float("inf")
-        out[s : s + chunk] = ppk.argmax(dim=1).numpy()
+    with torch.no_grad():
+        for s in range(0, n, chunk):
+            rows = slice(s, min(s + chunk, n))
+            k3 = torch.addmm(sq[rows, None] + sq[None, :], e[rows], e.T, alpha=2).clamp_min_(0).sqrt_()
+            ppk = log_vmf_norm(k3, d).neg_().add_(logc[None, :])  # log C(k_i) is constant along the row
+            del k3
+            idx = torch.arange(ppk.shape[0])
+            ppk[idx, idx + s] = -float("inf")
+            out[rows] = ppk.argmax(dim=1).numpy()
     return out
 
 

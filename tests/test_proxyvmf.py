@@ -201,3 +201,29 @@ def test_digits_training_improves_cosine_recall(tmp_path):
     after, _ = tr.evaluate(3)
     assert after["training"]["c_recall@1"] > before["training"]["c_recall@1"] + 0.1
     assert after["testing"]["c_recall@1"] > before["testing"]["c_recall@1"] + 0.02
+
+
+FAMILY = ["proxyvmf_panc", "proxyvmf", "proxyvmf_kl", "proxynca_nivmf", "proxynca_l2", "proxynca_cos"]
+UNC = ["norms@5", "norms@50", "norms@95", "unc_auroc_cos", "unc_auroc_l2", "unc_recall_area", "unc_nw_acc@10",
+       "unc_nw_ll@10"]  # fmt: skip
+
+
+def test_family_reports_uncertainty_metrics_by_default():
+    """The family's default --evaluation_metrics = the suite's defaults + the uncertainty metrics (not the O(N^2)
+    unc_auroc_ppk), all computable; an explicit --evaluation_metrics wins; other losses keep the plain defaults."""
+    import numpy as np
+
+    import evaluation
+
+    for name in FAMILY:
+        got = parameters.parse_args(["--loss", name]).evaluation_metrics
+        assert got[: len(parameters.DEFAULT_EVALUATION_METRICS)] == parameters.DEFAULT_EVALUATION_METRICS, name
+        assert set(UNC) <= set(got) and "unc_auroc_ppk" not in got, name
+    explicit = parameters.parse_args(["--loss", "proxyvmf_panc", "--evaluation_metrics", "e_recall@1"])
+    assert explicit.evaluation_metrics == ["e_recall@1", "c_recall@1"]  # + the family's storage metric
+    assert parameters.parse_args(["--loss", "proxyanchor"]).evaluation_metrics == parameters.DEFAULT_EVALUATION_METRICS
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8)) * rng.uniform(1, 5, size=(60, 1))
+    unc = [m for m in got if m.startswith(("norms", "unc_"))]
+    vals = evaluation.compute_metrics(x.astype(np.float32), np.repeat(np.arange(6), 10), unc)
+    assert sorted(vals) == sorted(unc) and all(np.isfinite(list(vals.values()))), vals

@@ -115,3 +115,57 @@ def test_plots_write_pngs(tmp_path):
     norms = np.random.default_rng(0).uniform(1, 2, len(labels))
     q = plot_certainty_grid(ds, norms, labels, tmp_path / "grid.png")
     assert q.stat().st_size > 1000
+
+
+def test_ppk_chunks_sized_from_n_and_budget_equal_the_unchunked_naive_loop():
+    """A tiny forced budget (7 rows per chunk, 120 items: chunks straddle classes and the diagonal) gives the same
+    neighbours as the per-row loop through utilities.vmf.log_ppk_vmf; the chunk size follows N and the budget."""
+    from metrics.uncertainty import PPK_BYTES_PER_PAIR, ppk_chunk_rows, ppk_nearest_neighbour
+
+    assert ppk_chunk_rows(60502) * 60502 * PPK_BYTES_PER_PAIR <= 256 * 2**20  # SOP test split: within 256 MB
+    assert ppk_chunk_rows(60502) >= 20 and ppk_chunk_rows(100, max_bytes=1) == 1
+    x, _ = data()
+    budget = 7 * len(x) * PPK_BYTES_PER_PAIR + 5
+    assert ppk_chunk_rows(len(x), budget) == 7
+    want = naive_nn(x, "ppk")
+    np.testing.assert_array_equal(ppk_nearest_neighbour(x, max_bytes=budget), want)
+    np.testing.assert_array_equal(ppk_nearest_neighbour(x, max_bytes=1), want)  # one row per chunk
+
+
+PEAK_CHILD = r"""
+import sys
+sys.path.insert(0, {root!r})
+import numpy as np, torch
+torch.set_num_threads(1)
+from metrics.uncertainty import ppk_nearest_neighbour
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+def hwm():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+rng = np.random.default_rng(0)
+x = rng.normal(size=({n}, 32)) * np.exp(rng.uniform(-2, 6, size=({n}, 1)))  # norms 0.8 .. 2300: every region
+ppk_nearest_neighbour(x[:50])  # warm-up (lazy allocations)
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS mark
+base = rss()
+ppk_nearest_neighbour(x, max_bytes={budget})
+print(hwm() - base)
+"""
+
+
+def test_ppk_chunk_peak_memory_stays_within_the_budget():
+    """Fresh process, peak-RSS mark reset after the warm-up: the extra peak of the whole computation stays below
+    the budget (d = 32, the most memory per pair measured), so PPK_BYTES_PER_PAIR is not an underestimate."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("needs Linux /proc to reset the peak-RSS mark")
+    root = str(Path(__file__).resolve().parents[1])
+    n, budget = 700, 32 * 2**20
+    out = subprocess.run([sys.executable, "-c", PEAK_CHILD.format(root=root, n=n, budget=budget)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    peak = int(out.stdout.split()[-1])
+    assert peak <= budget, f"peak {peak / 2**20:.0f} MB over the {budget / 2**20:.0f} MB budget"
+    assert peak > budget / 8  # the chunks are as large as the budget allows (not one row at a time)
