@@ -29,7 +29,7 @@ def make(name, n_classes=5, dim=6, extra=()):
     return crit
 
 
-def naive_loss(e, y, v, kappa, temp, samples, w, alpha=32.0, delta=0.1):
+def naive_loss(e, y, v, kappa, temp, samples, w, alpha=32.0, delta=0.1, kappa_min=0.1):
     """Per-image, per-class, per-sample loop of DESIGN 5.2 (nivMF density, tempered MC likelihood, ProxyAnchor)."""
     n_s, b, d = samples.shape
     c_n = v.shape[0]
@@ -38,7 +38,7 @@ def naive_loss(e, y, v, kappa, temp, samples, w, alpha=32.0, delta=0.1):
         row = []
         for c in range(c_n):
             u = v[c] / v[c].norm()
-            k = kappa[c].clamp_min(0.1)
+            k = torch.where(kappa[c] < kappa_min, torch.full_like(kappa[c], kappa_min), kappa[c])  # >= 0.1 clamp
             m = k * u
             r = m.norm()
             vals = torch.stack([(log_vmf_norm(r, d) + samples[s, i] @ m + k.log().sum() - r.log()) / temp
@@ -60,7 +60,13 @@ def naive_loss(e, y, v, kappa, temp, samples, w, alpha=32.0, delta=0.1):
 
 
 def test_batched_equals_naive_loop_values_and_gradients():
+    """Includes concentrations below the 0.1 clamp: same loss as the loop (which clamps explicitly), and exactly
+    zero gradient on the clamped entries (every other entry gets one)."""
     crit = make("proxyvmf_panc", extra=["--loss_proxyvmf_guidance_w", "0.5"]).double()
+    low = torch.zeros_like(crit.kappa, dtype=torch.bool)
+    low[0, 1] = low[1, 0] = low[1, 5] = low[4, 2] = True  # classes 0, 1 in the batch, class 4 not
+    with torch.no_grad():
+        crit.kappa[low] = 0.01
     torch.manual_seed(1)
     e = (torch.randn(7, 6, dtype=torch.float64) * 5).requires_grad_()
     y = torch.tensor([0, 0, 1, 1, 2, 3, 3])
@@ -73,6 +79,10 @@ def test_batched_equals_naive_loop_values_and_gradients():
     assert loss.item() == pytest.approx(ref.item(), rel=1e-10)
     for a, b in zip(g_fast, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    g_kappa = g_fast[2]
+    assert (g_kappa[low] == 0).all() and (g_kappa[~low] != 0).all()
+    unclamped = naive_loss(e, y, crit.proxy_v, crit.kappa, crit.temp, samples, 0.5, kappa_min=0.0)
+    assert abs(unclamped.item() - ref.item()) > 1e-3  # the clamp matters for these entries
 
 
 def test_subsample_keeps_batch_classes_and_equals_loop_on_the_subset():
