@@ -20,7 +20,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from evaluation import compute_metrics  # noqa: E402
 
-DEFAULT_METRICS = ["e_recall@1", "e_recall@2", "e_recall@4", "c_recall@1", "map_at_r", "c_map_at_r", "nmi"]
+DEFAULT_METRICS = ["e_recall@1", "e_recall@2", "e_recall@4", "c_recall@1", "map_at_r", "c_map_at_r", "mAP_1000", "nmi"]
 SOP_IMAGES, SOP_CLASSES = 60_000, 11_318
 
 

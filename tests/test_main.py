@@ -345,3 +345,29 @@ def test_probabilistic_run_ends_with_uncertainty_plots(tmp_path):
     assert (run / "uncertainty_rejection.png").stat().st_size > 0
     assert (run / "uncertainty_grid.png").stat().st_size > 0
     assert "unc_auroc_cos" in (run / "metrics_testing.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        "cub200",
+        pytest.param("cars196", marks=pytest.mark.slow),
+        pytest.param("online_products", marks=pytest.mark.slow),
+    ],
+)
+def test_image_folder_dataset_end_to_end(dataset, tmp_path):
+    """One epoch of main.py on a generated image folder in the real layout, with a torchvision ResNet."""
+    from utilities import synthetic_data as sd
+
+    maker = {"cub200": sd.make_cub200, "cars196": sd.make_cars196, "online_products": sd.make_online_products}
+    kwargs = {"online_products": {}}.get(dataset, {"n_classes": 8})
+    maker[dataset](str(tmp_path / "data"), size=40, **kwargs)
+    args = ["--dataset", dataset, "--source_path", str(tmp_path / "data"), "--arch", "resnet18_frozen_normalize",
+            "--not_pretrained", "--image_size", "32", "--embed_dim", "16", "--bs", "8", "--n_epochs", "1",
+            "--kernels", "0", "--no_progress", "--loss", "margin", "--evaluation_metrics", "e_recall@1", "nmi"]  # fmt: skip
+    assert main.main(["--save_path", str(tmp_path / "runs"), *args]) == 0
+    run = next((tmp_path / "runs" / dataset).iterdir())
+    rows = list(csv.DictReader(open(run / "metrics_testing.csv")))
+    assert len(rows) == 1 and 0 <= float(rows[0]["e_recall@1"]) <= 1
+    npz = np.load(run / "embeddings_testing.npz")
+    assert npz["embeddings"].shape[1] == 16
