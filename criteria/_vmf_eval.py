@@ -4,12 +4,13 @@
   (classification protocol), so that accuracy / calibration make sense.
 * ``ece_l1``: the usual expected calibration error, 15 equal-width confidence bins, L1 form
   sum_b (n_b / N) |acc_b - conf_b|.
-* ``ece_rms``: the vMF paper's form, 15 equal-mass bins (sorted confidences cut into 15 nearly
-  equal chunks, ``np.array_split``), sqrt(sum_b (n_b / N) (acc_b - conf_b)^2).
+* ``ece_rms``: the vMF paper's form (its ``calc_ece_em_quant``), 15 equal-mass bins: the i-th smallest
+  confidence (i = 0..N-1) goes to bin min(14, floor(15 i / N)); sqrt(sum_b (n_b / N) (acc_b - conf_b)^2).
 * ``classification_metrics(probs, labels)``: accuracy, ``ece``, ``ece_rms``.
-* ``majority_vote_recall_at_1(sets, labels)``: per query, the label of its nearest neighbour
-  (cosine, self excluded) in every sampled embedding set; the query counts as correct when the
-  most frequent retrieved label is unique and equals its label (a tie for the top counts wrong).
+* ``majority_vote_recall_at_1(sets, labels)``: per query and sampled embedding set, whether its
+  nearest neighbour (cosine, self excluded) has its label; the query counts as correct when more
+  than half of the sets are correct (the original's ``scipy.stats.mode`` over the per-set
+  correctness, whose tie goes to False: a tie counts wrong).
 """
 
 from __future__ import annotations
@@ -65,14 +66,16 @@ def ece_l1(probs, labels, n_bins: int = N_BINS) -> float:
 
 
 def ece_rms(probs, labels, n_bins: int = N_BINS) -> float:
-    """15 equal-mass bins (sorted confidences), RMS form of the vMF paper."""
+    """15 equal-mass bins (the i-th smallest confidence to bin min(14, floor(15 i / N))), RMS form of the vMF paper."""
     conf, correct = _confidence_correct(probs, labels)
-    order = np.argsort(conf, kind="stable")
     n = len(conf)
+    bins = np.empty(n, dtype=np.int64)
+    bins[np.argsort(conf, kind="stable")] = np.minimum(n_bins - 1, (np.arange(n) * n_bins) // n)
     total = 0.0
-    for chunk in np.array_split(order, min(n_bins, n)):
-        if len(chunk):
-            total += len(chunk) / n * (correct[chunk].mean() - conf[chunk].mean()) ** 2
+    for b in range(n_bins):
+        m = bins == b
+        if m.any():
+            total += m.sum() / n * (correct[m].mean() - conf[m].mean()) ** 2
     return float(np.sqrt(total))
 
 
@@ -88,15 +91,11 @@ def classification_metrics(probs, labels) -> dict[str, float]:
 
 
 def majority_vote_recall_at_1(sets, labels) -> float:
-    """Recall@1 by majority vote over sampled embedding sets (list of [N, d]); a tie counts as wrong."""
+    """Recall@1 by majority vote over sampled embedding sets (list of [N, d]): a query is correct when
+    its nearest neighbour has its label in more than half of the sets (a tie counts as wrong)."""
     y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
-    retrieved = np.stack([y[knn(s, 1, "cosine")[1][:, 0]] for s in sets], axis=1)  # [N, n_sets]
-    correct = 0
-    for row, label in zip(retrieved, y, strict=True):
-        values, counts = np.unique(row, return_counts=True)
-        top = counts == counts.max()
-        correct += int(top.sum() == 1 and values[top][0] == label)
-    return correct / len(y)
+    correct = np.stack([y[knn(s, 1, "cosine")[1][:, 0]] == y for s in sets])  # [n_sets, N]
+    return float((2 * correct.sum(axis=0) > len(sets)).mean())
 
 
 def sampled_retrieval(sets, labels) -> dict[str, float]:

@@ -17,11 +17,18 @@ from criteria.vmf_softmax import TemperatureMixin
 @register(
     "cosine_softmax",
     paper="Scott et al. 2021 (baseline): normalised (cosine) softmax with a learned temperature",
-    flags="--learn_temp, --init_temp, --temp_lr (shared with vmf_softmax)",
+    flags="--learn_temp (default on) / --no_learn_temp, --init_temp, --temp_lr (shared with vmf_softmax)",
 )
 class CosineSoftmax(TemperatureMixin, LogitClassifier):
-    """L = mean_i CE(beta cos(z_i, w_c), y_i), beta = exp(-temp) (learned with --learn_temp at --temp_lr,
-    no momentum, no decay); class weights W [C, d] init N(0, 1/d), trained at --lr without decay."""
+    """L = mean_i CE(beta cos(z_i, w_c), y_i), beta = exp(-temp), init exp(-init_temp), learned at --temp_lr
+    (no momentum, no decay); class weights W [C, d] init N(0, 1/d), trained at --lr without decay.
+
+    The temperature is learned by default (``flag_defaults``): the original's ``NormalizedSoftmaxCE``
+    requires the architecture's learned ``temp`` (it asserts it exists, which needs ``learn_temp=True``).
+    ``--no_learn_temp`` keeps it fixed.
+    """
+
+    flag_defaults = {"learn_temp": True}
 
     def __init__(self, opt, batchminer=None):
         super().__init__(opt, batchminer)

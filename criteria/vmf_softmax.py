@@ -29,13 +29,15 @@ def add_args(parser) -> None:
         default=0.4,
         type=float,
         help="vmf_softmax: target initial mean resultant length r in (0, 1); sets the frozen scale "
-        "s and the class-weight init (also cosine/hyperbolic softmax weight init)",
+        "s and the class-weight init N(0, sigma^2), sigma = r/(1-r^2)(d-1)/sqrt(d) (vmf_softmax only)",
     )
     parser.add_argument(
         "--learn_temp",
         action="store_true",
-        help="vmf_softmax / cosine_softmax: learn the temperature beta = exp(-temp)",
+        help="vmf_softmax / cosine_softmax: learn the temperature beta = exp(-temp) (cosine_softmax: on by default)",
     )
+    parser.add_argument("--no_learn_temp", dest="learn_temp", action="store_false",
+                        help="keep the temperature fixed at exp(-init_temp) (undoes --learn_temp or a loss default)")  # fmt: skip
     parser.add_argument("--init_temp", default=0.0, type=float, help="initial temp (beta = exp(-temp))")
     parser.add_argument("--temp_lr", default=0.001, type=float,
                         help="learning rate of temp (own param group: no momentum, no weight decay)")  # fmt: skip
@@ -46,6 +48,56 @@ def kappa_sigma(r: float, d: int) -> float:
     if not 0.0 < r < 1.0:
         raise UserError(f"--kappa_confidence must lie in (0, 1), got {r}")
     return r / (1.0 - r * r) * (d - 1) / math.sqrt(d)
+
+
+PREPARE_BATCH = 256  # batch size of the original's scale estimate (its BatchNorm sees these batch statistics)
+
+
+def _rebatch(loader, size: int):
+    """Images of ``loader`` (first item of each batch) regrouped in order into batches of ``size``;
+    the last batch takes the remainder, merged into the one before when it would hold one image
+    (train-mode BatchNorm1d rejects a batch of one)."""
+    pending, n = [], 0
+    for batch in loader:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        pending.append(x)
+        n += len(x)
+        while n >= 2 * size:
+            x = torch.cat(pending)
+            yield x[:size]
+            pending, n = [x[size:]], n - size
+    if n:
+        x = torch.cat(pending)
+        if n > size and n - size >= 2:
+            yield x[:size]
+            yield x[size:]
+        else:
+            yield x
+
+
+@torch.no_grad()
+def mean_abs_coordinate(model: nn.Module, loader, device: torch.device, batch_size: int = PREPARE_BATCH) -> float:
+    """m = mean over images and coordinates of |f(x)|, f in train mode (batch-statistics BatchNorm).
+
+    Buffers (running statistics) and per-module train/eval flags are restored on exit; no gradients.
+    """
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    modes = [(mod, mod.training) for mod in model.modules()]
+    model.train()
+    total, count = 0.0, 0
+    try:
+        for images in _rebatch(loader, batch_size):
+            if len(images) == 1:  # a one-image train set: no batch statistics exist
+                model.eval()
+            out = model(images.to(device)).float()
+            total += out.abs().sum().item()
+            count += out.numel()
+    finally:
+        for b, saved in buffers:
+            b.copy_(saved)
+        for mod, flag in modes:
+            mod.training = flag
+    return total / max(count, 1)
 
 
 class TemperatureMixin:
@@ -128,16 +180,15 @@ class VMFSoftmax(TemperatureMixin, Criterion):
     # ----------------------------------------------------------------------------- set-up
     @torch.no_grad()
     def prepare(self, model: nn.Module, loader, device: torch.device) -> None:
-        """Freeze s = (1/m) r/(1-r^2)(d-1)/sqrt(d), m = mean |f(x)_j| over the loader."""
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        for batch in loader:
-            out = model(batch[0].to(device)).float()
-            total += out.abs().sum().item()
-            count += out.numel()
-        model.train(was_training)
-        m = total / max(count, 1)
+        """Freeze s = (1/m) r/(1-r^2)(d-1)/sqrt(d), m = mean |f(x)_j| over the loader's images.
+
+        As the original (``set_z_kappa_mult_vmf``: ``arch.train(True)``, batches of 256 in order), f(x)
+        is computed in train mode, so BatchNorm normalises with each batch's statistics (layers the
+        architecture keeps in eval mode, ``--set_bn_eval``, stay so). Unlike the original, every buffer
+        (BatchNorm running statistics) and every module's train/eval flag is restored afterwards, so
+        the estimate changes nothing else. See ``mean_abs_coordinate``.
+        """
+        m = mean_abs_coordinate(model, loader, device)
         if not m > 0:
             raise UserError("vmf_softmax: the network's initial embeddings are all zero; cannot set the scale")
         self.scale.fill_(kappa_sigma(self.r, self.dim) / m)
@@ -206,9 +257,17 @@ class VMFSoftmax(TemperatureMixin, Criterion):
         return out
 
     def export(self) -> dict[str, np.ndarray]:
-        """Per-image kappa = scale * norms (norms are saved by the trainer); class kappas = ||class_weights||."""
+        """Scale, class weights, class concentrations ``class_kappa`` = ||w_c|| and the temperature beta."""
+        w = self.class_weights.detach().cpu()
         return {
             "vmf_scale": self.scale.detach().cpu().numpy(),
-            "class_weights": self.class_weights.detach().cpu().numpy(),
+            "class_weights": w.numpy(),
+            "class_kappa": w.double().norm(dim=1).float().numpy(),
             "temperature": self.beta.detach().cpu().numpy(),
         }
+
+    @torch.no_grad()
+    def export_embeddings(self, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
+        """Per-image arrays of one split: ``kappa`` = ||s f(x)|| (the instance concentration)."""
+        norms = embeddings.detach().cpu().double().norm(dim=1)
+        return {"kappa": (float(self.scale) * norms).float().numpy()}

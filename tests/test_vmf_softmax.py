@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import mpmath
@@ -16,6 +17,7 @@ import criteria
 import main
 import parameters
 from criteria._vmf_eval import ece_l1, ece_rms, majority_vote_recall_at_1
+from criteria.vmf_softmax import kappa_sigma
 from evaluation import extract_embeddings
 from utilities.trainer import Trainer, build_optimizer, eval_loader, model_param_groups
 
@@ -148,6 +150,79 @@ def test_prepare_sets_scale_from_mean_absolute_coordinate():
     assert big.class_weights.std().item() == pytest.approx(sigma, rel=0.02)
 
 
+class BNNet(nn.Module):
+    """Linear -> BatchNorm1d -> ReLU -> Linear, with a dropout-free train mode."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(4)
+        self.fc1, self.bn, self.fc2 = nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3)
+        with torch.no_grad():
+            for p in (self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.bn.weight, self.bn.bias):
+                p.copy_(torch.randn(p.shape, generator=g))
+            self.bn.running_mean.fill_(0.3)
+            self.bn.running_var.fill_(2.0)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.bn(self.fc1(x))))
+
+
+def by_hand_batch_stats(net, x):
+    """f(x) with BatchNorm using the batch's mean and biased variance (eps 1e-5), numpy."""
+    w1, b1 = net.fc1.weight.detach().numpy(), net.fc1.bias.detach().numpy()
+    w2, b2 = net.fc2.weight.detach().numpy(), net.fc2.bias.detach().numpy()
+    gamma, beta = net.bn.weight.detach().numpy(), net.bn.bias.detach().numpy()
+    h = x @ w1.T + b1
+    h = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5) * gamma + beta
+    return np.maximum(h, 0) @ w2.T + b2
+
+
+@pytest.mark.parametrize("start_mode", ["eval", "train"])
+def test_prepare_uses_batch_statistics_in_batches_of_256_and_restores_bn(start_mode):
+    """As the original's set_z_kappa_mult_vmf (arch.train(True), sequential batches of 256): m from train-mode
+    BatchNorm. Here 600 images arrive in loader batches of 100 and are regrouped 256, 256, 88."""
+    _, crit = make(["--embed_dim", "3", "--kappa_confidence", "0.4"])
+    net = BNNet().train(start_mode == "train")
+    x = torch.randn(600, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64).float() * 3 + 2
+    loader = [(x[i : i + 100], torch.zeros(100), torch.arange(100)) for i in range(0, 600, 100)]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    crit.prepare(net, loader, torch.device("cpu"))
+    xs = x.double().numpy()
+    outs = [by_hand_batch_stats(net, xs[a:b]) for a, b in ((0, 256), (256, 512), (512, 600))]
+    m = np.abs(np.concatenate(outs)).mean()
+    assert crit.scale.item() == pytest.approx(0.4 / (1 - 0.16) * 2 / math.sqrt(3) / m, rel=1e-5)
+    with torch.no_grad():
+        m_eval = net.eval()(x).abs().mean().item()
+    assert abs(m_eval / m - 1) > 0.2  # eval-mode statistics would give another scale
+    net.train(start_mode == "train")
+    for k, v in net.state_dict().items():  # running statistics (and num_batches_tracked) untouched
+        assert torch.equal(v, before[k]), k
+    assert net.training == (start_mode == "train") and net.bn.training == (start_mode == "train")
+
+
+def test_prepare_merges_a_last_single_image_and_keeps_frozen_bn():
+    """257 images: one batch of 257 (a BatchNorm1d batch of one is impossible); a BN layer kept in eval mode
+    by the architecture (``--set_bn_eval``) keeps using its running statistics."""
+    _, crit = make(["--embed_dim", "3"])
+    net = BNNet()
+    x = torch.randn(257, 4, generator=torch.Generator().manual_seed(6))
+    crit.prepare(net, [(x, None)], torch.device("cpu"))
+    m = np.abs(by_hand_batch_stats(net, x.double().numpy())).mean()
+    assert crit.scale.item() == pytest.approx(kappa_sigma(0.4, 3) / m, rel=1e-5)
+
+    class FrozenBN(BNNet):
+        def train(self, mode=True):
+            super().train(mode)
+            self.bn.eval()
+            return self
+
+    frozen = FrozenBN()
+    crit.prepare(frozen, [(x, None)], torch.device("cpu"))
+    with torch.no_grad():
+        m_eval = frozen.eval()(x).abs().mean().item()
+    assert crit.scale.item() == pytest.approx(kappa_sigma(0.4, 3) / m_eval, rel=1e-5)
+
+
 def test_param_groups_decay_lr_and_momentum():
     opt, crit = make(["--embed_dim", "3", "--learn_temp", "--optim", "sgd", "--lr", "0.5", "--temp_lr", "0.01",
                       "--momentum", "0.9", "--decay", "0.1"])  # fmt: skip
@@ -174,16 +249,15 @@ def naive_ece(probs, labels, equal_mass):
     conf, pred = probs.max(1), probs.argmax(1)
     n = len(conf)
     total = 0.0
-    if equal_mass:
+    if equal_mass:  # the original's calc_ece_em_quant: i-th smallest confidence -> bin min(14, floor(i / n * 15))
         order = sorted(range(n), key=lambda i: (conf[i], i))
-        start = 0
-        for b in range(15):
-            size = n // 15 + (1 if b < n % 15 else 0)
-            idx = order[start : start + size]
-            start += size
-            acc = sum(pred[i] == labels[i] for i in idx) / size
-            total += size / n * (acc - sum(conf[i] for i in idx) / size) ** 2
-        return math.sqrt(total)
+        bins = {}
+        for rank, i in enumerate(order):
+            bins.setdefault(min(14, math.floor(rank / n * 15)), []).append(i)
+        for idx in bins.values():
+            acc = sum(pred[i] == labels[i] for i in idx) / len(idx)
+            total += len(idx) * abs(acc - sum(conf[i] for i in idx) / len(idx)) ** 2
+        return math.sqrt(total / n)
     for b in range(15):
         lo, hi = b / 15, (b + 1) / 15
         idx = [i for i in range(n) if (lo < conf[i] <= hi) or (b == 0 and conf[i] == 0)]
@@ -200,6 +274,12 @@ def test_ece_forms_match_naive_loops():
     assert ece_l1(probs, labels) == pytest.approx(naive_ece(probs, labels, False), abs=1e-12)
     assert ece_rms(probs, labels) == pytest.approx(naive_ece(probs, labels, True), abs=1e-12)
     assert ece_l1(probs, labels) > 0.01
+    # 203 = 15 * 13 + 8: the original's bins hold 13 or 14 items in an interleaved pattern, unlike
+    # np.array_split's 8 bins of 14 first; the two binnings give different values here.
+    conf, correct = probs.max(1), (probs.argmax(1) == labels).astype(float)
+    chunks = np.array_split(np.argsort(conf, kind="stable"), 15)
+    split_rms = math.sqrt(sum(len(c) / 203 * (correct[c].mean() - conf[c].mean()) ** 2 for c in chunks))
+    assert abs(ece_rms(probs, labels) - split_rms) > 1e-4
 
 
 def test_majority_vote_recall_ties_count_wrong():
@@ -219,6 +299,62 @@ def test_majority_vote_recall_ties_count_wrong():
     assert majority_vote_recall_at_1([good, bad, mixed], labels) == 0.75
 
 
+def nn_labels_by_loop(points, labels):
+    """Label of each point's nearest other point by cosine similarity (plain loop)."""
+    out = []
+    for i, p in enumerate(points):
+        sims = [
+            -np.inf if j == i else float(p @ q / np.linalg.norm(p) / np.linalg.norm(q)) for j, q in enumerate(points)
+        ]
+        out.append(labels[int(np.argmax(sims))])
+    return np.array(out)
+
+
+def test_majority_vote_is_the_mode_of_per_set_correctness():
+    """The original (evaluate.open_set_val_loop, compute_vmf_performance_metrics.recall_at_1): per set, is the
+    nearest neighbour's label right; then scipy.stats.mode over the sets (ties -> False) and the mean."""
+    from scipy.stats import mode
+
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(4), 6)  # 4 classes
+    centres = rng.normal(size=(4, 3))
+    base = centres[labels] + 0.9 * rng.normal(size=(24, 3))
+    sets = [(base + 0.9 * rng.normal(size=base.shape)).astype(np.float32) for _ in range(10)]
+    retrieved = np.stack([nn_labels_by_loop(s, labels) for s in sets])  # [10, N]
+    reference = float(np.mean(mode((retrieved == labels).astype(int), axis=0).mode))  # ties -> 0 (False)
+    assert majority_vote_recall_at_1(sets, labels) == pytest.approx(reference, abs=1e-12)
+    # the data contain queries where the two rules differ: a plurality of right labels without a majority
+    plurality = []
+    for row, y in zip(retrieved.T, labels, strict=True):
+        values, counts = np.unique(row, return_counts=True)
+        top = counts == counts.max()
+        plurality.append(top.sum() == 1 and values[top][0] == y)
+    assert np.mean(plurality) > reference
+
+
+def test_majority_vote_plurality_without_majority_is_wrong():
+    """3 classes, points in tight pairs (nearest neighbour = pair partner). With 4 sets A0 retrieves labels
+    0, 0, 1, 2: the label plurality is right, but only 2 of 4 sets are correct (a tie) -> wrong."""
+    names = ["A0", "A1", "B0", "B1", "C0", "C1"]
+    labels = np.array([0, 0, 1, 1, 2, 2])
+
+    def pairing(*pairs):
+        x = np.zeros((6, 2), dtype=np.float32)
+        for k, (p, q) in enumerate(pairs):
+            for name, deg in ((p, 120 * k), (q, 120 * k + 5)):
+                x[names.index(name)] = [np.cos(np.deg2rad(deg)), np.sin(np.deg2rad(deg))]
+        return x
+
+    same = pairing(("A0", "A1"), ("B0", "B1"), ("C0", "C1"))
+    mix1 = pairing(("A0", "B0"), ("A1", "C0"), ("B1", "C1"))
+    mix2 = pairing(("A0", "C0"), ("A1", "B0"), ("B1", "C1"))
+    assert list(nn_labels_by_loop(mix1, labels)[:2]) == [1, 2] and list(nn_labels_by_loop(mix2, labels)[:2]) == [2, 1]
+    # every query is right in 2 of 4 sets: a tie, wrong (a label plurality vote would give A0, A1 right: 1/3)
+    assert majority_vote_recall_at_1([same, same, mix1, mix2], labels) == 0.0
+    assert majority_vote_recall_at_1([same, same, same, mix1, mix2], labels) == 1.0  # 3 of 5: right
+    assert majority_vote_recall_at_1([same, mix1, mix2], labels) == 0.0  # 1 of 3
+
+
 # --------------------------------------------------------------------------- end-to-end runs
 MNIST_RECIPE = ["--loss", "vmf_softmax", "--optim", "sgd", "--lr", "1.0", "--nesterov", "--momentum", "0.99",
                 "--temp_lr", "0.001", "--embed_dim", "3", "--learn_temp", "--data_sampler", "episodic",
@@ -232,29 +368,95 @@ def run_dir(tmp_path):
     return d
 
 
-def test_mnist_recipe_runs_and_reports_vmf_metrics(tmp_path):
-    assert main.main(["--save_path", str(tmp_path / "runs"), *MNIST_RECIPE]) == 0
-    d = run_dir(tmp_path)
+def no_plots(monkeypatch) -> None:
+    """Skip the run-end figures (matplotlib, seconds per run; covered by the plotting tests)."""
+    monkeypatch.setattr(Trainer, "plot", lambda self: None)
+    monkeypatch.setattr(Trainer, "plot_uncertainty", lambda self: None)
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mnist_recipe")
+    with pytest.MonkeyPatch.context() as mp:
+        no_plots(mp)
+        assert main.main(["--save_path", str(tmp / "runs"), *MNIST_RECIPE]) == 0
+    return run_dir(tmp)
+
+
+def test_mnist_recipe_runs_and_reports_vmf_metrics(mnist_run):
+    d = mnist_run
     header = (d / "metrics_testing.csv").read_text().splitlines()[0].split(",")
     for key in ("accuracy", "ece", "ece_rms", "vmf_recall@1", "vmf_map_at_r", "vmf_mean_kappa"):
         assert key in header
     npz = np.load(d / "embeddings_testing.npz")
     assert npz["class_weights"].shape == (10, 3) and npz["vmf_scale"] > 0 and npz["temperature"] > 0
+    np.testing.assert_allclose(npz["class_kappa"], np.linalg.norm(npz["class_weights"].astype(np.float64), axis=1),
+                               rtol=1e-6)  # fmt: skip
     state = torch.load(d / "checkpoint_last.pth", weights_only=False)
     assert state["criterion"]["scale"].item() == pytest.approx(float(npz["vmf_scale"]))
 
 
+TRAINER_SAVES_PER_IMAGE = "export_embeddings" in inspect.getsource(Trainer.save_embeddings)
+
+
+@pytest.mark.skipif(not TRAINER_SAVES_PER_IMAGE, reason="the trainer does not call Criterion.export_embeddings yet")
+def test_npz_holds_per_image_kappa(mnist_run):
+    for split in ("validation", "testing"):
+        npz = np.load(mnist_run / f"embeddings_{split}.npz")
+        assert npz["kappa"].shape == npz["labels"].shape
+        np.testing.assert_allclose(npz["kappa"], float(npz["vmf_scale"]) * npz["norms"], rtol=1e-5)
+
+
+def test_export_per_image_kappa_and_class_kappa():
+    _, crit = make(["--embed_dim", "4"], n_classes=3)
+    crit.scale.fill_(2.5)
+    emb = torch.tensor([[3.0, 0.0, 4.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    np.testing.assert_allclose(crit.export_embeddings(emb)["kappa"], [12.5, 5.0], rtol=1e-6)
+    out = crit.export()
+    w = crit.class_weights.detach().double().numpy()
+    np.testing.assert_allclose(out["class_kappa"], [math.sqrt(sum(v * v for v in row)) for row in w], rtol=1e-6)
+    assert out["vmf_scale"] == pytest.approx(2.5)
+
+
+def small_digits(monkeypatch, per_class: int = 30) -> None:
+    """--dataset digits reads only the first ``per_class`` images of each class (fast ResNet50 runs)."""
+    from sklearn.datasets import load_digits
+    from sklearn.utils import Bunch
+
+    import datasets.digits
+
+    full = load_digits()
+    keep = np.concatenate([np.flatnonzero(full.target == c)[:per_class] for c in range(10)])
+    monkeypatch.setattr(
+        datasets.digits, "load_digits", lambda: Bunch(images=full.images[keep], target=full.target[keep])
+    )
+
+
+CIFAR_RECIPE = ["--loss", "vmf_softmax", "--optim", "sgd", "--lr", "0.5", "--momentum", "0.9", "--temp_lr", "0.001",
+                "--decay", "0.0001", "--arch", "resnet50", "--first_conv_3x3", "--not_pretrained", "--embed_dim", "128",
+                "--learn_temp", "--data_sampler", "episodic", "--n_episodes", "1", "--episode_classes", "10",
+                "--episode_samples", "26", "--dataset", "digits", "--digits_split", "classification", "--n_epochs",
+                "1", "--no_progress", "--no_train_metrics", "--evaluation_metrics", "e_recall@1"]  # fmt: skip
+
+
+def test_cifar_recipe_resnet50_runs_small(tmp_path, monkeypatch):
+    """The CIFAR10 recipe (ResNet50, 3x3 stem, d = 128) for one tiny episode (10 x 2) on 300 digits."""
+    small_digits(monkeypatch)
+    no_plots(monkeypatch)
+    args = list(CIFAR_RECIPE)
+    args[args.index("--episode_samples") + 1] = "2"
+    assert main.main(["--save_path", str(tmp_path / "runs"), *args]) == 0
+    npz = np.load(run_dir(tmp_path) / "embeddings_testing.npz")
+    assert npz["embeddings"].shape == (60, 128) and npz["class_weights"].shape == (10, 128)
+
+
 @pytest.mark.slow
 def test_cifar_recipe_resnet50_runs(tmp_path):
-    args = ["--loss", "vmf_softmax", "--optim", "sgd", "--lr", "0.5", "--momentum", "0.9", "--temp_lr", "0.001",
-            "--decay", "0.0001", "--arch", "resnet50", "--first_conv_3x3", "--not_pretrained", "--embed_dim", "128",
-            "--learn_temp", "--data_sampler", "episodic", "--n_episodes", "1", "--episode_classes", "10",
-            "--episode_samples", "26", "--dataset", "digits", "--digits_split", "classification", "--n_epochs", "1",
-            "--no_progress", "--no_train_metrics", "--evaluation_metrics", "e_recall@1"]  # fmt: skip
-    assert main.main(["--save_path", str(tmp_path / "runs"), *args]) == 0
+    """The CIFAR10 recipe with its full episode (10 x 26) on all 1797 digits."""
+    assert main.main(["--save_path", str(tmp_path / "runs"), *CIFAR_RECIPE]) == 0
 
 
-def test_kappa_learns_corruption_uncertainty(tmp_path):
+def test_kappa_learns_corruption_uncertainty(tmp_path, monkeypatch):
     """Trained on corrupted digits, kappa falls with the corruption strength: Spearman <= -0.3, and clearly
     below the untrained network's (whose norms already fall with blur, about -0.33 here)."""
     args = ["--loss", "vmf_softmax", "--optim", "adam", "--lr", "0.003", "--learn_temp", "--embed_dim", "8",
@@ -262,6 +464,7 @@ def test_kappa_learns_corruption_uncertainty(tmp_path):
             "--data_sampler", "episodic", "--n_episodes", "20", "--episode_classes", "10", "--episode_samples", "13",
             "--n_epochs", "2", "--no_progress", "--no_train_metrics", "--evaluation_metrics", "e_recall@1"]  # fmt: skip
     opt = parameters.parse_args(["--save_path", str(tmp_path / "runs"), *args])
+    no_plots(monkeypatch)
     trainer = Trainer(opt)
     test = trainer.data["testing"]
     emb, _ = extract_embeddings(trainer.model, eval_loader(test, opt), trainer.device, progress=False)
