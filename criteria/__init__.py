@@ -43,7 +43,7 @@ def check_miner(name: str, miner_name: str | None) -> None:
             )
         return
     if not cls.allowed_miners:
-        raise UserError(f"loss '{name}' takes no batch miner, but --batch_mining {miner_name} was given; drop the flag")
+        raise UserError(f"loss '{name}' takes no batch miner, but got batch miner '{miner_name}'; drop --batch_mining")
     if miner_name not in cls.allowed_miners:
         raise UserError(
             f"loss '{name}' cannot use batch miner '{miner_name}'; choose one of: {', '.join(cls.allowed_miners)}"

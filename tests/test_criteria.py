@@ -242,7 +242,8 @@ def registry_cases():
 
 @pytest.mark.parametrize("name,miner", registry_cases())
 def test_every_criterion_and_miner_trains(name, miner):
-    """forward + backward on random (normalised) inputs: finite loss and gradients, param groups well formed."""
+    """forward + backward on random (normalised) inputs: finite loss and gradients, param groups well formed;
+    a batch of ONE class (no negatives) and one with a singleton class (no positive for it) stay finite too."""
     torch.manual_seed(0)
     opt = make_opt("--loss", name, n_classes=5, embed_dim=16)
     bm = batch_mining.select(miner, opt) if miner else None
@@ -260,6 +261,16 @@ def test_every_criterion_and_miner_trains(name, miner):
         assert {"params", "lr", "weight_decay", "name"} <= set(g) and g["lr"] > 0
     for p in own:
         assert p.grad is not None and torch.isfinite(p.grad).all()
+    one_class = torch.zeros(20, dtype=torch.long)
+    with_singleton = torch.cat([labels[:19] % 4, torch.tensor([4])])  # class 4 has one sample
+    for y in (one_class, with_singleton):
+        raw.grad = None
+        crit.zero_grad()
+        value = crit(F.normalize(raw, dim=1), y)
+        value.backward()
+        assert value.dim() == 0 and torch.isfinite(value), y
+        assert torch.isfinite(raw.grad).all(), y
+        assert all(torch.isfinite(p.grad).all() for p in own if p.grad is not None), y
 
 
 def test_allowed_miners_are_registered_and_defaults_allowed():
@@ -268,6 +279,83 @@ def test_allowed_miners_are_registered_and_defaults_allowed():
         assert set(cls.allowed_miners) <= set(batch_mining.names()), name
         assert (cls.default_miner is None) == (not cls.allowed_miners), name
         assert cls.default_miner is None or cls.default_miner in cls.allowed_miners
+
+
+def test_every_miner_is_accepted_by_some_criterion():
+    accepted = {m for name in criteria.names() for m in criteria.get_class(name).allowed_miners}
+    assert sorted(accepted) == batch_mining.names()
+
+
+def test_triplet_shaped_miners_are_in_the_shared_miner_lists():
+    """The tuple losses accept TRIPLET_MINERS (+ REGULARISING_MINERS): a new miner tagged as a triplet
+    miner must be added there, or no triplet loss can take it."""
+    from criteria._common import REGULARISING_MINERS, TRIPLET_MINERS
+
+    for m in batch_mining.names():
+        tag = batch_mining.output(m)
+        assert tag in batch_mining.OUTPUTS, m
+        if tag == "triplet":
+            assert m in TRIPLET_MINERS, m
+        elif tag.endswith("_triplet"):
+            assert m in REGULARISING_MINERS, m
+        else:
+            assert m not in TRIPLET_MINERS + REGULARISING_MINERS, m
+
+
+def test_every_criterion_miner_pair_is_accepted_or_refused_in_one_line_by_parse_args():
+    """Through the real flag path: an accepted pair parses (and keeps the miner); any other registered pair
+    raises UserError with a one-line message naming the loss and the miner. Also the loss's own default."""
+    refused = 0
+    for name in criteria.names():
+        allowed = criteria.get_class(name).allowed_miners
+        opt = parameters.parse_args(["--loss", name])
+        assert opt.batch_mining == criteria.get_class(name).default_miner, name
+        for miner in batch_mining.names():
+            argv = ["--loss", name, "--batch_mining", miner]
+            if miner in allowed:
+                assert parameters.parse_args(argv).batch_mining == miner
+                continue
+            with pytest.raises(UserError) as err:
+                parameters.parse_args(argv)
+            msg = str(err.value)
+            assert "\n" not in msg and f"'{name}'" in msg and f"'{miner}'" in msg, (name, miner, msg)
+            refused += 1
+    assert refused > 0
+
+
+def test_adversarial_separation_miners_follow_its_base_loss():
+    """Bases that need the npair/lifted miner are refused up front (one line naming the base), with or
+    without --batch_mining; a triplet base takes the regularising miners and runs; a miner-free base runs."""
+    for argv in ([], ["--batch_mining", "npair"], ["--batch_mining", "distance"]):
+        for base in ("npair", "angular", "lifted"):
+            with pytest.raises(UserError) as err:
+                parameters.parse_args(["--loss", "adversarial_separation", "--loss_adversarial_separation_base", base,
+                                       *argv])  # fmt: skip
+            msg = str(err.value)
+            assert "\n" not in msg and f"'{base}'" in msg and "--loss_adversarial_separation_base" in msg, msg
+    with pytest.raises(UserError, match="itself"):
+        parameters.parse_args(["--loss", "adversarial_separation", "--loss_adversarial_separation_base",
+                               "adversarial_separation"])  # fmt: skip
+    x, y = batch(10)
+    for base, miner in (("triplet", "rho_distance"), ("margin", "intra_random"), ("multisimilarity", None)):
+        argv = ["--loss", "adversarial_separation", "--loss_adversarial_separation_base", base,
+                "--embed_dim", "8", "--diva_decorrnet_dim", "8"]  # fmt: skip
+        opt = parameters.parse_args(argv + (["--batch_mining", miner] if miner else []))
+        assert opt.batch_mining == (miner or "distance")
+        opt.n_classes = 4
+        bm = batch_mining.select(opt.batch_mining, opt)
+        bm.generator = torch.Generator().manual_seed(0)
+        crit = criteria.select("adversarial_separation", opt, bm).double()
+        loss = crit(x, y)
+        if base == "triplet":  # the base saw the rho miner's tuples: naive triplet loop on the same draw
+            bm.generator = torch.Generator().manual_seed(0)
+            t = bm(x.detach(), y)
+            assert (t[:, 0] == t[:, 1]).any(), "the draw must contain push triplets (a, a, p)"
+            ref = sum(F.relu((x[a] - x[p]).pow(2).sum() - (x[a] - x[n]).pow(2).sum() + 0.2) for a, p, n in t.tolist())
+            torch.testing.assert_close(loss, crit.separation(x) + ref / len(t), **TOL)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+        x.grad = None
 
 
 def test_incompatible_miner_raises_user_error():
@@ -286,18 +374,70 @@ def test_empty_tuples_give_zero_loss_with_a_graph():
         loss.backward()
 
 
-def test_roth_flag_defaults():
-    """Flag names and defaults users paste from the Roth suite."""
-    opt = make_opt()
-    expected = {
-        "loss_triplet_margin": 0.2, "loss_margin_margin": 0.2, "loss_margin_beta_lr": 0.0005,
-        "loss_margin_beta": 1.2, "loss_margin_nu": 0.0, "loss_margin_beta_constant": False,
-        "loss_contrastive_pos_margin": 0.0, "loss_contrastive_neg_margin": 1.0,
-        "loss_multisimilarity_pos_weight": 2.0, "loss_multisimilarity_neg_weight": 40.0,
-        "loss_multisimilarity_margin": 0.1, "loss_multisimilarity_thresh": 0.5,
-        "loss_softmax_lr": 1e-5, "loss_softmax_temperature": 0.05, "loss_arcface_lr": 0.0005,
-        "loss_arcface_angular_margin": 0.5, "loss_arcface_feature_scale": 16.0,
-        "loss_proxyanchor_alpha": 32.0, "loss_proxyanchor_delta": 0.1,
-        "miner_distance_lower_cutoff": 0.5, "miner_distance_upper_cutoff": 1.4,
-    }  # fmt: skip
+# Roth et al. 2020 suite's parameters.py (and DiVA's for adversarial_separation), per loss: what
+# ``python main.py --loss <loss>`` gets when the flags are not given.
+ROTH_DEFAULTS = {
+    "triplet": {"loss_triplet_margin": 0.2},
+    "margin": {"loss_margin_margin": 0.2, "loss_margin_beta_lr": 0.0005, "loss_margin_beta": 1.2,
+               "loss_margin_nu": 0.0, "loss_margin_beta_constant": False},
+    "contrastive": {"loss_contrastive_pos_margin": 0.0, "loss_contrastive_neg_margin": 1.0},
+    "proxynca": {"loss_proxynca_lrmulti": 50.0},
+    "npair": {"loss_npair_l2": 0.005},
+    "angular": {"loss_angular_alpha": 45.0, "loss_angular_npair_ang_weight": 2.0, "loss_angular_npair_l2": 0.005},
+    "multisimilarity": {"loss_multisimilarity_pos_weight": 2.0, "loss_multisimilarity_neg_weight": 40.0,
+                        "loss_multisimilarity_margin": 0.1, "loss_multisimilarity_thresh": 0.5},
+    "lifted": {"loss_lifted_neg_margin": 1.0, "loss_lifted_l2": 0.005},
+    "quadruplet": {"loss_quadruplet_margin_alpha_1": 0.2, "loss_quadruplet_margin_alpha_2": 0.2},
+    "softtriplet": {"loss_softtriplet_n_centroids": 2, "loss_softtriplet_margin_delta": 0.01,
+                    "loss_softtriplet_gamma": 0.1, "loss_softtriplet_lambda": 8.0,
+                    "loss_softtriplet_reg_weight": 0.2, "loss_softtriplet_lrmulti": 1.0},
+    "softmax": {"loss_softmax_lr": 1e-5, "loss_softmax_temperature": 0.05},
+    "histogram": {"loss_histogram_nbins": 65},
+    "snr": {"loss_snr_margin": 0.2, "loss_snr_reg_lambda": 0.005},
+    "arcface": {"loss_arcface_lr": 0.0005, "loss_arcface_angular_margin": 0.5, "loss_arcface_feature_scale": 16.0},
+    "adversarial_separation": {"diva_rho_decorrelation": [1500.0], "diva_decorrnet_dim": 512,
+                               "diva_decorrnet_lr": 1e-5},
+    "proxyanchor": {"loss_proxyanchor_alpha": 32.0, "loss_proxyanchor_delta": 0.1},  # DESIGN 6b
+}  # fmt: skip
+ROTH_MINER_DEFAULTS = {
+    "distance": {"miner_distance_lower_cutoff": 0.5, "miner_distance_upper_cutoff": 1.4},
+    "rho_distance": {"miner_rho_distance_lower_cutoff": 0.5, "miner_rho_distance_upper_cutoff": 1.4,
+                     "miner_rho_distance_cp": 0.2},
+    # The Roth code reads these but never declares them: this suite's values (uniform over [0, 2], 100 nodes).
+    "parametric": {"miner_parametric_mode": "uniform", "miner_parametric_n_support": 100,
+                   "miner_parametric_support_lim": [0.0, 2.0]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("loss", sorted(ROTH_DEFAULTS))
+def test_roth_flag_defaults(loss):
+    """Flag names and defaults users paste from the Roth suite, as ``parse_args`` applies them with that --loss
+    (its loss-level and dataset defaults included), and the miner flags with the loss's miners."""
+    opt = parameters.parse_args(["--loss", loss])
+    expected = ROTH_DEFAULTS[loss]
     assert {k: getattr(opt, k) for k in expected} == expected
+    for miner, flags in ROTH_MINER_DEFAULTS.items():
+        if miner in criteria.get_class(loss).allowed_miners:
+            opt = parameters.parse_args(["--loss", loss, "--batch_mining", miner])
+            assert {k: getattr(opt, k) for k in flags} == flags
+
+
+def test_roth_defaults_cover_the_roth_components():
+    """Every Roth-suite criterion with flags is in ROTH_DEFAULTS, and every miner with flags in ROTH_MINER_DEFAULTS
+    (``random_distance`` reads the distance miner's flags)."""
+    from utilities.component_table import module_flags
+
+    roth = ["triplet", "margin", "proxynca", "npair", "angular", "contrastive", "lifted", "snr", "multisimilarity",
+            "histogram", "softmax", "softtriplet", "arcface", "quadruplet", "adversarial_separation", "proxyanchor"]  # fmt: skip
+    extra = {  # flags this suite adds beyond the Roth code (documented in their modules)
+        "lifted": {"loss_lifted_variant"},
+        "arcface": {"loss_arcface_learn_scale", "loss_arcface_warmup_epochs"},
+        "proxyanchor": {"loss_proxyanchor_lrmulti"},
+        "adversarial_separation": {"diva_decorrelations", "loss_adversarial_separation_base"},
+    }
+    for name in roth:
+        flags = {f.removeprefix("--") for f in module_flags(criteria.REGISTRY.get(name).module)}
+        assert flags == set(ROTH_DEFAULTS[name]) | extra.get(name, set()), name
+    for name in batch_mining.names():
+        flags = {f.removeprefix("--") for f in module_flags(batch_mining.REGISTRY.get(name).module)}
+        assert flags <= set(ROTH_MINER_DEFAULTS.get(name, {})), name

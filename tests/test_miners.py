@@ -52,6 +52,64 @@ def test_triplets_are_valid_and_deterministic(name):
     assert miner(x[:4], y[:4]).shape == (0, 3)
 
 
+def assert_valid_for_tag(miner, out, y: torch.Tensor) -> None:
+    """The validity rule of ``batch_mining.OUTPUTS[miner.output]``, written out with the labels ``y``."""
+    tag, n_items = miner.output, len(y)
+    if tag.endswith("triplet"):
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.long and out.dim() == 2 and out.shape[1] == 3
+        assert ((out >= 0) & (out < n_items)).all()
+        a, p, n = out.T
+        if tag == "shuffled_triplet":  # valid for the miner's permutation of the labels
+            assert sorted(miner.last_labels.tolist()) == sorted(y.tolist())
+            y = miner.last_labels
+        push = (a == p) if tag == "push_triplet" else torch.zeros(len(a), dtype=torch.bool)
+        if tag == "intra_triplet":
+            sizes = torch.bincount(y)
+            assert (y[a] == y[p]).all() and (y[a] == y[n]).all() and (a != p).all() and (a != n).all()
+            assert ((n != p) | (sizes[y[a]] == 2)).all()
+            return
+        assert (y[a[~push]] == y[p[~push]]).all() and (y[n[~push]] != y[a[~push]]).all()
+        assert (y[n[push]] == y[a[push]]).all() and (n[push] != a[push]).all()  # push triplets (a, a, p)
+        return
+    anchors, positives, negatives = out
+    assert anchors.dtype == torch.long and len(set(anchors.tolist())) == len(anchors)
+    for i, a in enumerate(anchors.tolist()):
+        assert negatives[i].tolist() == [bool(y[j] != y[a]) for j in range(n_items)]
+        if tag == "npair":
+            assert positives.shape == anchors.shape
+            assert int(positives[i]) != a and y[positives[i]] == y[a]
+        elif tag == "lifted":
+            assert positives[i].tolist() == [bool(j != a and y[j] == y[a]) for j in range(n_items)]
+            assert positives[i].any()
+        else:
+            raise AssertionError(f"unknown output tag {tag!r} of {miner.name}; see batch_mining.OUTPUTS")
+
+
+@pytest.mark.parametrize("name", batch_mining.names())
+def test_every_registered_miner_returns_valid_tuples_for_its_output_tag(name):
+    """Random embeddings with classes of sizes 4, 3, 3, 2, 1 (one singleton), a batch of one class and one of all
+    distinct labels: every tuple obeys the rule of the miner's ``output`` tag; where the batch has no valid
+    tuple of that structure, the miner returns none."""
+    miner = batch_mining.select(name, make_opt("--loss", "triplet"))
+    assert miner.output in batch_mining.OUTPUTS
+    miner.generator = torch.Generator().manual_seed(0)
+    n_tuples = 0
+    for seed in range(5):
+        x, y = batch(seed)
+        out = miner(x, y)
+        assert_valid_for_tag(miner, out, y)
+        n_tuples += len(out[0]) if miner.output in ("npair", "lifted") else len(out)
+    assert n_tuples > 0
+    x, y = batch(5)
+    # One class: no negative, so no label-valid triplet, but intra-class triplets (B of them) and B npair/lifted
+    # anchors (with empty negative sets). All labels distinct: no positive, so nothing at all.
+    one_class = {"intra_triplet": len(y), "npair": len(y), "lifted": len(y)}.get(miner.output, 0)
+    for labels, expected in ((torch.zeros(len(y), dtype=torch.long), one_class), (torch.arange(len(y)), 0)):
+        out = miner(x, labels)
+        assert_valid_for_tag(miner, out, labels)
+        assert (len(out[0]) if miner.output in ("npair", "lifted") else len(out)) == expected, (labels, out)
+
+
 @pytest.mark.parametrize("name", ["semihard", "softhard", "distance"])
 def test_one_triplet_per_valid_anchor(name):
     x, y = batch(1)
