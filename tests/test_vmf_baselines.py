@@ -13,7 +13,8 @@ import criteria
 import main
 import parameters
 from criteria._vmf_eval import is_closed_set
-from criteria.hyperbolic_softmax import expmap0, hyperbolic_mlr_logits
+from criteria.hyperbolic_softmax import expmap0, hyperbolic_mlr_logits, poincare_neighbours, poincare_retrieval
+from utilities.trainer import Trainer
 
 
 def make(name, extra=(), n_classes=4, dim=5):
@@ -92,6 +93,98 @@ def test_hyperbolic_softmax_tends_to_euclidean_mlr_at_small_c():
     assert crit(z, y).item() == pytest.approx(naive_ce(logits, y.numpy()), rel=1e-10)
 
 
+def test_hyperbolic_riemannian_gradient_is_the_original_rescaling():
+    """Default (the original's ToPoincare(c), riemannian=True): the gradient reaching the ball point x is scaled by
+    (1 - c||x||^2)^2 / 4; as that scale is one number per row, dL/dz = scale_i * (plain dL/dz) row by row."""
+    c = 0.3
+    z = torch.randn(7, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1.5
+    crit = make("hyperbolic_softmax", ["--loss_hyperbolic_softmax_c", str(c)]).double()
+    plain = make(
+        "hyperbolic_softmax", ["--loss_hyperbolic_softmax_c", str(c), "--loss_hyperbolic_softmax_euclidean_grad"]
+    )
+    plain.load_state_dict(crit.state_dict())
+    plain = plain.double()
+    upstream = torch.randn(7, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    grads = []
+    for model in (crit, plain):
+        zz = z.clone().requires_grad_()
+        logits = model.logits(zz)
+        grads.append((logits, torch.autograd.grad((logits * upstream).sum(), zz)[0]))
+    (l_riem, g_riem), (l_plain, g_plain) = grads
+    assert torch.equal(l_riem, l_plain)  # identity forward
+    zn = z.numpy()
+    norm = np.linalg.norm(zn, axis=1, keepdims=True)
+    x = np.tanh(np.sqrt(c) * norm) * zn / (np.sqrt(c) * norm)  # exp_0^c(z)
+    scale = (1 - c * (x * x).sum(1, keepdims=True)) ** 2 / 4
+    assert scale.max() > 2 * scale.min()  # rows differ (the check sees the per-row scale)
+    np.testing.assert_allclose(g_riem.numpy(), scale * g_plain.numpy(), rtol=1e-10, atol=1e-14)
+    # class parameters are unaffected (the original rescales only the embedding's gradient)
+    for model in (crit, plain):
+        model.zero_grad()
+        model(z, torch.arange(7) % 4).backward()
+    torch.testing.assert_close(crit.a_vals.grad, plain.a_vals.grad, rtol=1e-12, atol=0)
+
+
+def original_poincare_dist(x, c):
+    """The vMF code's hypnn.pairwise_dist_matrix rule per pair: 2/sqrt(c) artanh(sqrt(c) ||(-x) (+)_c y||)."""
+    n = len(x)
+    out = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            u, v = -x[i], x[j]
+            uv, u2, v2 = u @ v, u @ u, v @ v
+            m = ((1 + 2 * c * uv + c * v2) * u + (1 - c * u2) * v) / (1 + 2 * c * uv + c**2 * u2 * v2)
+            out[i, j] = 2 / np.sqrt(c) * np.arctanh(np.sqrt(c) * np.linalg.norm(m))
+    return out
+
+
+def test_poincare_retrieval_matches_the_original_distance():
+    c = 0.8
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(3), 7)
+    z = rng.normal(size=(3, 4))[labels] * 1.2 + rng.normal(size=(21, 4))
+    x = expmap0(torch.from_numpy(z), c)
+    dist = original_poincare_dist(x.numpy(), c)
+    np.fill_diagonal(dist, np.inf)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :6]
+    got = poincare_neighbours(x, 6, c, chunk=5)
+    np.testing.assert_array_equal(got, order)
+    euclid = np.linalg.norm(x.numpy()[:, None] - x.numpy()[None], axis=2)
+    np.fill_diagonal(euclid, np.inf)
+    assert (np.argsort(euclid, axis=1, kind="stable")[:, :6] != order).any()  # the geometry matters here
+    # Recall@1 and MAP@R from the distance matrix by plain loops
+    hits = labels[order] == labels[:, None]
+    r = 6
+    ap = [sum(hits[i, : k + 1].sum() / (k + 1) for k in range(r) if hits[i, k]) / r for i in range(21)]
+    out = poincare_retrieval(x, labels, c)
+    assert out["poincare_recall@1"] == pytest.approx(hits[:, 0].mean())
+    assert out["poincare_map_at_r"] == pytest.approx(np.mean(ap))
+
+
+def test_hyperbolic_evaluate_open_set_gives_poincare_retrieval():
+    opt = parameters.parse_args(["--loss", "hyperbolic_softmax", "--embed_dim", "4", "--dataset", "digits",
+                                 "--storage_metrics", "poincare_recall@1"])  # fmt: skip
+    opt.n_classes = 5
+    crit = criteria.select("hyperbolic_softmax", opt)
+    z = torch.randn(20, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(20) % 4 + 5  # unseen test classes (dml split)
+    out = crit.evaluate(z, y, "testing")
+    assert set(out) == {"poincare_recall@1", "poincare_map_at_r"}
+    assert out == poincare_retrieval(expmap0(z.double(), crit.c), y, crit.c)
+    assert set(crit.evaluate(z, torch.arange(20) % 5, "training")) == {"accuracy", "ece", "ece_rms"}
+
+
+def test_cosine_softmax_learns_temperature_by_default():
+    """The original's NormalizedSoftmaxCE needs the architecture's learned temp (learn_temp=True)."""
+    crit = make("cosine_softmax")
+    assert isinstance(crit.temp, torch.nn.Parameter) and "temperature" in [g["name"] for g in crit.param_groups()]
+    fixed = make("cosine_softmax", ["--no_learn_temp"])
+    assert not isinstance(fixed.temp, torch.nn.Parameter) and [g["name"] for g in fixed.param_groups()] == [
+        "cosine_weights"
+    ]
+    assert not isinstance(make("vmf_softmax", n_classes=4).temp, torch.nn.Parameter)  # vmf_softmax: opt-in
+
+
 def test_arcface_margin_warmup():
     crit = make("arcface", ["--loss_arcface_warmup_epochs", "2", "--loss_arcface_angular_margin", "0.5"])
     z, y = data()
@@ -121,7 +214,9 @@ def test_closed_set_evaluate_reports_accuracy_and_ece(name):
 
 
 @pytest.mark.parametrize("name", ["unnormalized_softmax", "cosine_softmax", "hyperbolic_softmax", "arcface"])
-def test_baseline_runs_one_epoch(tmp_path, name):
+def test_baseline_runs_one_epoch(tmp_path, monkeypatch, name):
+    monkeypatch.setattr(Trainer, "plot", lambda self: None)  # figures: seconds per run, tested elsewhere
+    monkeypatch.setattr(Trainer, "plot_uncertainty", lambda self: None)
     extra = ["--loss_arcface_warmup_epochs", "1"] if name == "arcface" else ["--learn_temp"]
     args = ["--save_path", str(tmp_path / "runs"), "--loss", name, "--optim", "sgd", "--lr", "0.1", "--momentum",
             "0.9", "--embed_dim", "3", "--data_sampler", "episodic", "--n_episodes", "3", "--episode_classes", "10",
