@@ -18,11 +18,24 @@ def add_args(parser) -> None:
 @register("oproxy", paper="Kim et al. 2020 (ProxyAnchor) as in the code of Kirchhof et al. 2022",
           flags="--loss_oproxy_{pos_alpha, neg_alpha, pos_delta, neg_delta, mode, lrmulti}")  # fmt: skip
 class OProxy(Criterion):
-    """``_nivmf.oproxy_loss`` on cos(e_i, p_c) with its own proxies (randn / 8, as the original).
+    """``_nivmf.oproxy_loss`` on cos(e_i, p_c): the EL-nivMF code's ``criteria/oproxy.py``.
 
-    mode ``anchor`` (default) is ProxyAnchor with the original's reduction (positive term averaged over batch items,
-    negative over all classes; ``proxyanchor`` averages the positive term over present classes instead); mode
-    ``nca`` reduces per image. Proxies train at --lr x --loss_oproxy_lrmulti without weight decay.
+    With w+(i, j) = exp(-pos_alpha (cos(e_i, p_{y_j}) - pos_delta)) over same-label pairs and
+    w-(i, c) = exp(neg_alpha (cos(e_i, p_c) - neg_delta)) over c != y_i:
+
+    * mode ``anchor`` (default, ProxyAnchor): (1/B) sum_j log(1 + sum_{i: y_i = y_j} w+) +
+      (1/C) sum_c log(1 + sum_{i: y_i != c} w-). The positive term averages over batch ITEMS (a class weighs by its
+      count in the batch), as the original; ``proxyanchor`` and pytorch-metric-learning average over the present
+      classes instead (the two agree when every present class has the same count, e.g. --samples_per_class batches).
+    * mode ``nca``: the same sums taken per image, (1/B) sum_i log(1 + sum_{j: y_j = y_i} w+) +
+      (1/B) sum_i log(1 + sum_{c != y_i} w-).
+
+    Proxies: the original's own parametrisation, kept on purpose: a plain [C, d] parameter initialised randn / 8
+    (its direction is all the loss sees), trained at --lr x --loss_oproxy_lrmulti (2000) without weight decay. It is
+    a standalone baseline, so it does NOT share the EL-nivMF family's weight-normalised directions, concentrations
+    and --loss_proxyvmf_* learning rates (proxyvmf_panc's guidance term does use those). The original's unused or
+    experimental switches (--loss_oproxy_euclidean, _unique, _detach_proxies, _proxy_div, _init_dev) are not
+    offered.
     """
 
     allowed_miners = ()

@@ -17,6 +17,9 @@ SCALE = 3.0  # embeddings and proxies live on the sphere of radius 3: the Roth s
 def add_args(parser) -> None:
     parser.add_argument("--loss_proxynca_lrmulti", default=50.0, type=float,
                         help="learning rate of the proxies = --lr times this")  # fmt: skip
+    parser.add_argument("--loss_proxynca_scale", default=SCALE, type=float,
+                        help="proxynca and proxynca_pp: embeddings and proxies are L2-normalised, then multiplied "
+                             "by this (3 = the Roth suite's fixed value)")  # fmt: skip
 
 
 @register(
@@ -25,14 +28,16 @@ def add_args(parser) -> None:
     flags="--loss_proxynca_lrmulti",
 )
 class ProxyNCA(Criterion):
-    """With x = 3 x/||x||, p_c = 3 p_c/||p_c|| and d_c = ||x - p_c||^2 = 18 (1 - cos(x, p_c)):
+    """With s = --loss_proxynca_scale (3), x = s x/||x||, p_c = s p_c/||p_c||, d_c = ||x - p_c||^2 = 2 s^2 (1 - cos):
 
         L = mean_i [ d_{y_i} + log sum_{c != y_i} exp(-d_c) ] = mean_i -log( e^{-d_y} / sum_{c != y} e^{-d_c} )
 
     The positive proxy is EXCLUDED from the denominator, as in the paper (eq. 5) and in the
     Roth suite, whose published numbers use this form; it is a legitimate variant, not the
-    NCA softmax (pytorch-metric-learning's ProxyNCALoss and the EL-nivMF code's ``proxynca``
-    include the positive, the NCA++ form). The factor 3 is the Roth suite's fixed temperature.
+    NCA softmax (pytorch-metric-learning's ProxyNCALoss includes the positive, the NCA++ form:
+    ``proxynca_pp``). The scale is fixed to 3 in the Roth suite; the EL-nivMF code's registered
+    ``proxynca`` is this same loss with the scale as ``--loss_proxynca_scale`` (default 3) and its
+    default reduction (``--loss_proxynca_dim 1``, per image), so the flag is honoured here.
     The Roth file returns an undefined name (crashes); here it runs.
 
     One proxy per class (``opt.n_classes`` x ``opt.embed_dim``), init N(0, 1/64) as in the Roth
@@ -48,12 +53,15 @@ class ProxyNCA(Criterion):
         if self.n_classes < 2:
             raise UserError(f"loss 'proxynca' needs at least 2 train classes, got {self.n_classes}")
         self.proxy_lr = float(opt.lr) * float(opt.loss_proxynca_lrmulti)
+        self.scale = float(getattr(opt, "loss_proxynca_scale", SCALE))
+        if self.scale <= 0:
+            raise UserError(f"--loss_proxynca_scale must be > 0, got {self.scale}")
         self.proxies = nn.Parameter(torch.randn(self.n_classes, int(opt.embed_dim)) / 8)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         labels = torch.as_tensor(labels, device=embeddings.device).long()
         cos = F.normalize(embeddings, dim=1) @ F.normalize(self.proxies.to(embeddings.dtype), dim=1).T  # [B, C]
-        dist = 2 * SCALE**2 * (1 - cos)  # squared distance of the radius-3 points, without a [B, C, D] tensor
+        dist = 2 * self.scale**2 * (1 - cos)  # squared distance of the radius-s points, without a [B, C, D] tensor
         col = labels[:, None]
         d_pos = dist.gather(1, col).squeeze(1)  # gather/scatter, not a bool mask: no nonzero() on the hot path
         neg_term = torch.logsumexp((-dist).scatter(1, col, float("-inf")), dim=1)

@@ -11,18 +11,17 @@ from criteria import register
 from criteria._base import Criterion
 
 
-def add_args(parser) -> None:
-    parser.add_argument("--loss_proxynca_scale", default=3.0, type=float,
-                        help="proxynca_pp: embeddings and proxies are L2-normalised then multiplied by this")  # fmt: skip
-
-
 @register("proxynca_pp", paper="Teh et al. 2020, ProxyNCA++ (as the EL-nivMF code's proxynca)",
           flags="--loss_proxynca_scale, --loss_proxynca_lrmulti")  # fmt: skip
 class ProxyNcaPP(Criterion):
-    """x = s e/||e||, p_c = s v_c/||v_c||: L = mean_i [ ||x_i - p_{y_i}||^2 + logsumexp_c(-||x_i - p_c||^2) ].
+    """x = s e/||e||, p_c = s v_c/||v_c|| (s = --loss_proxynca_scale, 3):
+    L = mean_i [ ||x_i - p_{y_i}||^2 + logsumexp_c(-||x_i - p_c||^2) ].
 
-    The positive proxy is INCLUDED in the denominator (NCA++ form; the Roth-suite ``proxynca`` excludes it).
-    Proxies init randn / 8, trained at --lr x --loss_proxynca_lrmulti without weight decay.
+    The positive proxy is INCLUDED in the denominator: the NCA softmax of ProxyNCA++ (Teh et al. 2020, squared
+    distances of normalised vectors, s^2 = 1/T) and pytorch-metric-learning's ProxyNCALoss (softmax_scale = s^2).
+    The Roth-suite ``proxynca`` excludes it. (The EL-nivMF code's registered ``proxynca`` is the excluding form with
+    the scale flag, which ``proxynca`` honours; its unregistered ``proxynca_v2`` includes the positive but on
+    unsquared distances.) Proxies init randn / 8, trained at --lr x --loss_proxynca_lrmulti without weight decay.
     """
 
     allowed_miners = ()
