@@ -1,14 +1,17 @@
 """Forward + backward time of every Roth-suite criterion next to pytorch-metric-learning's counterpart.
 
-    python bench/losses.py                  # 1 thread, B = 112, d = 128, C = 100 (about a minute on 2 CPU cores)
+    python bench/losses.py                  # 1 thread, B = 112, d = 128, C = 100 (about 90 s on 2 CPU cores)
     python bench/losses.py --threads 1 0    # also torch's default thread count (0 = default)
     python bench/losses.py --min_run_time 1 # longer timing per cell (tighter medians)
+    python bench/losses.py --no_fail        # exit 0 even when a criterion is flagged
 
 Inputs: random L2-normalised float32 embeddings [B, d] with requires_grad, labels 56 classes x 2 (shuffled),
 C = 100 classes for the proxy / class-weight losses. Tuples (triplets, pairs, N-pair and lifted structures) are
-mined once outside the timed region and handed to ours and to PML alike. Each cell is the median of
-``torch.utils.benchmark.Timer`` rounds of ``loss(...).backward()`` (warm-up call first), ours and PML
-alternating round by round so that load from other processes hits both alike; ratio = ours / PML.
+mined once outside the timed region and handed to ours and to PML alike. Each cell is the median over
+``--rounds`` rounds of ``torch.utils.benchmark.Timer`` timings of ``loss(...).backward()``, after ``--warmup``
+untimed calls of each side; ours and PML alternate round by round so that load from other processes hits both
+alike; ratio = ours / PML. A row whose ratio exceeds 1.2 (``--max_ratio``) is marked ``<< SLOWER``, listed on
+a final line, and makes the script exit with status 1 (unless ``--no_fail``).
 
 Notes on pairing (the ratio compares like with like where PML has the same loss):
   * multisimilarity: ours mines inside its forward (the authors' code does), so PML's time is
@@ -17,7 +20,10 @@ Notes on pairing (the ratio compares like with like where PML has the same loss)
     term alone (PML has no combined loss), so PML's time is AngularLoss + NPairsLoss on the same tuples.
   * snr: PML's TripletMarginLoss on SNRDistance + ZeroMeanRegularizer (the same loss, see tests).
   * lifted: PML's LiftedStructureLoss (it enumerates the same pair structure itself).
-  * quadruplet, histogram, adversarial_separation: PML has none ('-').
+  * histogram: PML's HistogramLoss with n_bins = --loss_histogram_nbins - 1 (intervals vs nodes; same loss).
+  * softtriplet: PML's SoftTripleLoss has no centre regulariser, so ours is timed with
+    --loss_softtriplet_reg_weight 0 (the same loss as PML's).
+  * quadruplet, adversarial_separation: PML has none ('-').
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import math
 import pathlib
 import statistics
 import sys
+import warnings
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +48,9 @@ import batch_mining  # noqa: E402
 import criteria  # noqa: E402
 import parameters  # noqa: E402
 
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence")  # raised inside PML 2.9's HistogramLoss
 B, D, C = 112, 128, 100
+MAX_RATIO = 1.2  # a criterion slower than this times its PML counterpart is flagged
 ROTH = (
     "triplet",
     "margin",
@@ -227,9 +236,10 @@ def cases(x, labels):
     )
 
     crit = criteria.select("histogram", opt)
-    out["histogram"] = (lambda c=crit: c(x, labels), None)
+    pml = losses.HistogramLoss(n_bins=opt.loss_histogram_nbins - 1)
+    out["histogram"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
 
-    crit = criteria.select("softtriplet", opt)
+    crit = criteria.select("softtriplet", make_opt(loss_softtriplet_reg_weight=0.0))  # PML has no regulariser
     pml = losses.SoftTripleLoss(
         C,
         D,
@@ -251,48 +261,60 @@ def cases(x, labels):
     return out
 
 
-def _timer(fn, threads: int) -> benchmark.Timer:
+def _timer(fn, threads: int, warmup: int) -> benchmark.Timer:
     def step():
         fn().backward()
 
-    step()  # warm-up
+    for _ in range(warmup):  # untimed: allocator, autograd graph caches, lazy inits
+        step()
     return benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=threads)
 
 
-def time_pair_ms(ours_fn, pml_fn, threads: int, min_run_time: float, rounds: int = 7) -> tuple[float, float | None]:
+def time_pair_ms(
+    ours_fn, pml_fn, threads: int, min_run_time: float, rounds: int = 9, warmup: int = 5
+) -> tuple[float, float | None]:
     """Median ms per forward+backward of ours and PML, measured in alternating rounds so that load changes on
     a shared machine hit both sides alike."""
-    timers = [_timer(ours_fn, threads)] + ([_timer(pml_fn, threads)] if pml_fn is not None else [])
+    timers = [_timer(ours_fn, threads, warmup)] + ([_timer(pml_fn, threads, warmup)] if pml_fn is not None else [])
     numbers = []
     for t in timers:  # calls per round: about min_run_time / rounds seconds each
         per_call = t.timeit(3).median
         numbers.append(max(1, int(min_run_time / rounds / max(per_call, 1e-6))))
     samples = [[] for _ in timers]
-    for _ in range(rounds):
-        for t, n, out in zip(timers, numbers, samples):
-            out.append(t.timeit(n).median)
+    for r in range(rounds):
+        order = range(len(timers)) if r % 2 == 0 else reversed(range(len(timers)))  # ABBA: no side always first
+        for i in order:
+            samples[i].append(timers[i].timeit(numbers[i]).median)
     medians = [statistics.median(s) * 1e3 for s in samples]
     return medians[0], (medians[1] if len(medians) > 1 else None)
 
 
-def roth_table(threads=(1,), min_run_time: float = 0.5) -> list[dict]:
-    """Print (and return) the ours-vs-PML forward+backward timing table of the Roth-suite criteria."""
+def roth_table(threads=(1,), min_run_time: float = 0.5, rounds: int = 9, warmup: int = 5,
+               max_ratio: float = MAX_RATIO) -> list[dict]:  # fmt: skip
+    """Print (and return) the ours-vs-PML forward+backward timing table of the Roth-suite criteria; rows slower
+    than ``max_ratio`` times PML get ``"slow": True`` and a marker."""
     torch.manual_seed(0)
     x, labels = make_batch()
     table = cases(x, labels)
     rows = []
     for n in threads:
         n_eff = n if n > 0 else torch.get_num_threads()
-        print(f"\nRoth-suite criteria, forward+backward, B={B} d={D} C={C}, {n_eff} thread(s), median ms")
+        print(f"\nRoth-suite criteria, forward+backward, B={B} d={D} C={C}, {n_eff} thread(s), median ms "
+              f"({rounds} alternating rounds after {warmup} warm-up calls)")  # fmt: skip
         print(f"{'criterion':<24} {'ours ms':>9} {'PML ms':>9} {'ours/PML':>9}")
         for name in ROTH:
             ours_fn, pml_fn = table[name]
-            ours, pml = time_pair_ms(ours_fn, pml_fn, n_eff, min_run_time)
+            ours, pml = time_pair_ms(ours_fn, pml_fn, n_eff, min_run_time, rounds, warmup)
             ratio = ours / pml if pml else None
-            rows.append({"criterion": name, "threads": n_eff, "ours_ms": ours, "pml_ms": pml, "ratio": ratio})
+            slow = ratio is not None and ratio > max_ratio
+            rows.append({"criterion": name, "threads": n_eff, "ours_ms": ours, "pml_ms": pml, "ratio": ratio,
+                         "slow": slow})  # fmt: skip
             pml_s = f"{pml:9.3f}" if pml is not None else f"{'-':>9}"
             ratio_s = f"{ratio:9.2f}" if ratio is not None else f"{'-':>9}"
-            print(f"{name:<24} {ours:9.3f} {pml_s} {ratio_s}", flush=True)
+            mark = f"  << SLOWER than {max_ratio:g}x PML" if slow else ""
+            print(f"{name:<24} {ours:9.3f} {pml_s} {ratio_s}{mark}", flush=True)
+    slow = [f"{r['criterion']} ({r['ratio']:.2f}x, {r['threads']} thr)" for r in rows if r["slow"]]
+    print(f"\nover {max_ratio:g}x PML: " + (", ".join(slow) if slow else "none"))
     return rows
 
 
@@ -300,13 +322,19 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch threads per table (0: default)")
     parser.add_argument("--min_run_time", type=float, default=0.5, help="seconds of timing per cell")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating ours/PML timing rounds per cell")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls of each side before timing")
+    parser.add_argument("--max_ratio", type=float, default=MAX_RATIO, help="flag rows slower than this x PML")
+    parser.add_argument("--no_fail", action="store_true", help="exit 0 even when some row is flagged")
     args = parser.parse_args(argv)
-    roth_table(tuple(args.threads), args.min_run_time)
+    rows = roth_table(tuple(args.threads), args.min_run_time, args.rounds, args.warmup, args.max_ratio)
     # bench/_proxyvmf_scale.py (another part of the suite) may add the proxyvmf scaling table.
     if (ROOT / "bench" / "_proxyvmf_scale.py").is_file():
         proxyvmf_table = getattr(importlib.import_module("bench._proxyvmf_scale"), "proxyvmf_table", None)
         if callable(proxyvmf_table):
             proxyvmf_table()
+    if any(r["slow"] for r in rows) and not args.no_fail:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
