@@ -39,7 +39,8 @@ class Histogram(Criterion):
     The Roth code assigns bins by float equality between ``int((s+1)/Delta)*Delta - 1`` and
     ``linspace`` nodes (minus Delta), which silently drops the upper-node share of many
     similarities for some bin counts (about 60% of them at R = 11, 34% at R = 101; the default
-    65 happens to be exact): a bug; here the interpolation weights are computed directly. A batch without positive or negative pairs
+    65 happens to be exact): a bug; here the interpolation weights are computed directly (the same loss as
+    pytorch-metric-learning's ``HistogramLoss(n_bins=R - 1)``). A batch without positive or negative pairs
     gives 0. Takes no miner.
     """
 
