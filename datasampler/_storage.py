@@ -10,8 +10,10 @@ Protocol with the training loop (the loop makes these calls; samplers only imple
    gathered from all ranks (``utilities.distributed.all_gather_cat`` on embeddings and
    indices), so that every rank holds the same storage and draws the same global batches.
 4. Optionally, with ``--data_idx_full_prec`` (``sampler.full_refresh``): at the start of
-   every epoch after the first, ``sampler.full_storage_update(embeddings [N, D])`` with a
-   fresh pass over the training set (momentum ``--data_mb_mom`` when > 0).
+   every epoch after the first (of a run, or of a resumed run, whose step 2 just ran),
+   before the epoch's batches are drawn, ``sampler.full_storage_update(embeddings [N, D])``
+   with a fresh pass over the training set as in step 2 (momentum ``--data_mb_mom`` when
+   > 0). Under DDP every rank passes the same gathered embeddings.
 
 Each epoch's batches are computed from the storage when the epoch's iteration starts, as
 the Roth et al. 2020 suite's ``precompute_indices``, from ``default_rng((seed, epoch))``.

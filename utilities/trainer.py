@@ -45,11 +45,11 @@ def autocast(opt, device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16 if opt.amp == "bf16" else torch.float16)
 
 
-def eval_loader(dataset, opt) -> DataLoader:
-    """Loader of a whole split in dataset order; under DDP each rank embeds its own shard
-    (``evaluation.extract_embeddings`` gathers the shards and drops the padding)."""
+def eval_loader(dataset, opt, shard: bool = True) -> DataLoader:
+    """Loader of a whole split in dataset order; under DDP (and ``shard``) each rank embeds its
+    own shard (``evaluation.extract_embeddings`` gathers the shards and drops the padding)."""
     sampler = None
-    if distributed.world_size() > 1:
+    if shard and distributed.world_size() > 1:
         sampler = torch.utils.data.DistributedSampler(
             dataset, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=False
         )
@@ -412,7 +412,8 @@ class Trainer:
             self.resume()
         else:
             distributed.broadcast_module(self.model)  # every rank starts from rank 0's initialisation
-            self.criterion.prepare(self.model, eval_loader(self.data["evaluation"], opt), self.device)
+            # Unsharded: a hook may iterate the loader itself (vMF softmax's scale uses every image).
+            self.criterion.prepare(self.model, eval_loader(self.data["evaluation"], opt, shard=False), self.device)
             distributed.broadcast_module(self.criterion)
         if getattr(self.sampler, "requires_storage", False):
             emb, _ = self.embed_split(self.data["evaluation"])
