@@ -381,7 +381,7 @@ ROTH_DEFAULTS = {
     "margin": {"loss_margin_margin": 0.2, "loss_margin_beta_lr": 0.0005, "loss_margin_beta": 1.2,
                "loss_margin_nu": 0.0, "loss_margin_beta_constant": False},
     "contrastive": {"loss_contrastive_pos_margin": 0.0, "loss_contrastive_neg_margin": 1.0},
-    "proxynca": {"loss_proxynca_lrmulti": 50.0},
+    "proxynca": {"loss_proxynca_lrmulti": 50.0, "loss_proxynca_scale": 3.0},  # scale: the Roth code's constant
     "npair": {"loss_npair_l2": 0.005},
     "angular": {"loss_angular_alpha": 45.0, "loss_angular_npair_ang_weight": 2.0, "loss_angular_npair_l2": 0.005},
     "multisimilarity": {"loss_multisimilarity_pos_weight": 2.0, "loss_multisimilarity_neg_weight": 40.0,
