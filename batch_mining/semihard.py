@@ -9,18 +9,26 @@ from batch_mining._base import Miner, label_masks, pdist, pick, pick_with_fallba
 
 
 def triplet_margin(opt) -> float:
-    """The margin of the active loss (``--loss_<loss>_margin``), as the Roth suite uses; else the triplet one."""
-    for flag in (f"loss_{getattr(opt, 'loss', '')}_margin", "loss_triplet_margin"):
+    """The margin of the active loss (``--loss_<loss>_margin``), as the Roth suite uses; for a loss with a
+    base loss (``--loss_<loss>_base``, e.g. adversarial_separation) the base's; else the triplet one."""
+    loss = getattr(opt, "loss", "")
+    base = getattr(opt, f"loss_{loss}_base", "")
+    for flag in (f"loss_{loss}_margin", f"loss_{base}_margin", "loss_triplet_margin"):
         if isinstance(getattr(opt, flag, None), int | float):
             return float(getattr(opt, flag))
     return 0.2
 
 
-@register("semihard", paper="Schroff et al. 2015, FaceNet: A Unified Embedding for Face Recognition and Clustering")
+@register(
+    "semihard",
+    paper="Schroff et al. 2015, FaceNet: A Unified Embedding for Face Recognition and Clustering",
+    margin="the loss's --loss_<loss>_margin (adversarial_separation: its base's; else --loss_triplet_margin)",
+)
 class SemihardMiner(Miner):
     """One triplet per anchor that has a positive and a negative in the batch: a random
     positive p, then a random negative n with d_ap < d_an < d_ap + margin (Euclidean
-    distances; margin = ``--loss_<loss>_margin``, e.g. 0.2), or a random negative when
+    distances; margin = the loss's margin flag ``--loss_<loss>_margin``, e.g. 0.2, or its base
+    loss's for adversarial_separation, else ``--loss_triplet_margin``), or a random negative when
     none is semi-hard.
     """
 

@@ -55,6 +55,33 @@ def test_every_registered_entry_is_listed_with_paper_and_flags():
                 assert flags == " ".join(entry.flags.split())
 
 
+def test_criteria_notes_list_accepted_and_default_miners():
+    """Parsed back from the README table, against each criterion class's declarations."""
+    import criteria
+
+    rows = table_rows(ct.section((ROOT / "README.md").read_text()))["Criteria (`--loss`)"]
+    for name in criteria.names():
+        cls = criteria.get_class(name)
+        notes = rows[name][2]
+        if cls.allowed_miners:
+            listed = notes.split("miners: ", 1)[1].split(";")[0].split(", ")
+            assert listed == list(cls.allowed_miners), name
+            assert f"default miner: {cls.default_miner}" in notes, name
+        else:
+            assert "miners: none" in notes and "default miner" not in notes, name
+
+
+def test_architecture_name_forms_and_semihard_margin_are_documented():
+    import architectures
+
+    text = ct.section((ROOT / "README.md").read_text())
+    arch = text.split("### Architectures", 1)[1].split("###", 1)[0]
+    for form in (*architectures.SUFFIXES, "timm_<model>", "--not_pretrained"):
+        assert f"`{form}`" in arch, form
+    semihard = table_rows(text)["Batch miners (`--batch_mining`)"]["semihard"][2]
+    assert "--loss_<loss>_margin" in semihard and "--loss_triplet_margin" in semihard
+
+
 def test_flags_derived_from_the_module_when_the_entry_declares_none():
     """Independent of the module: a fake component module whose add_args declares two flags and a positional."""
     mod = types.ModuleType("fake_component_for_table")

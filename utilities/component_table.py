@@ -53,9 +53,29 @@ def entry_flags(entry) -> str:
     return ", ".join(module_flags(entry.module)) or "-"
 
 
+# A sentence under a section's heading, for name forms that are not registry entries.
+SECTION_NOTES = {
+    "architectures": "Every name, `timm_<model>` included, takes the suffixes `_frozen` (BatchNorm statistics "
+    "and affine parameters frozen) and `_normalize` (L2-normalised embedding), e.g. "
+    "`resnet50_frozen_normalize`. `timm_<model>` builds any timm model (e.g. `timm_resnet50.tv_in1k`, weights "
+    "from the local cache). `--not_pretrained` starts any backbone from random weights.",
+}
+
+
+def miner_notes(entry) -> list[str]:
+    """For a criterion (an entry whose class declares ``allowed_miners``): its accepted and default miners."""
+    allowed = getattr(entry.obj, "allowed_miners", None)
+    if allowed is None:
+        return []
+    if not allowed:
+        return ["miners: none (takes no --batch_mining)"]
+    return [f"miners: {', '.join(allowed)}", f"default miner: {entry.obj.default_miner}"]
+
+
 def entry_notes(entry) -> str:
-    """Short ``key=value`` notes from the entry's meta (dataset presets are listed by key only)."""
-    notes = []
+    """Short ``key=value`` notes from the entry's meta (dataset presets are listed by key only); a criterion's
+    accepted and default miners first."""
+    notes = miner_notes(entry)
     for key, value in sorted(entry.meta.items()):
         if isinstance(value, dict):
             if value:
@@ -74,6 +94,11 @@ def registries() -> list[tuple[str, object]]:
     return [(title, importlib.import_module(pkg).REGISTRY) for pkg, title in SECTIONS]
 
 
+def section_note(title: str) -> str:
+    """The ``SECTION_NOTES`` sentence of the section titled ``title`` ('' if none)."""
+    return next((SECTION_NOTES.get(pkg, "") for pkg, t in SECTIONS if t == title), "")
+
+
 def render() -> str:
     """The Markdown tables, one per component kind, rows sorted by name."""
     lines = [
@@ -82,6 +107,8 @@ def render() -> str:
     ]
     for title, registry in registries():
         lines += ["", f"### {title} (`{registry.flag}`)", ""]
+        if section_note(title):
+            lines += [section_note(title), ""]
         lines += ["| name | paper / source | flags | notes |", "|---|---|---|---|"]
         for e in registry.entries():
             cells = [f"`{e.name}`", e.paper or "-", entry_flags(e), entry_notes(e)]
