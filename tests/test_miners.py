@@ -226,3 +226,16 @@ def test_distance_miner_falls_back_to_all_negatives_beyond_the_cutoff():
     neg = y[:, None] != y[None, :]
     assert ((probs > 0) == neg).all()
     torch.testing.assert_close(probs.sum(1), torch.ones(len(y), dtype=torch.float64))
+
+
+def test_semihard_reads_the_margin_flag_of_the_loss_or_its_base():
+    def margin(*argv):
+        opt = parameters.parse_args(["--batch_mining", "semihard", *argv])
+        return batch_mining.select("semihard", opt).margin
+
+    assert margin("--loss", "margin", "--loss_margin_margin", "0.35", "--loss_triplet_margin", "0.1") == 0.35
+    assert margin("--loss", "snr", "--loss_snr_margin", "0.45") == 0.45
+    assert margin("--loss", "adversarial_separation", "--loss_margin_margin", "0.3") == 0.3  # base: margin
+    base = ["--loss", "adversarial_separation", "--loss_adversarial_separation_base", "triplet"]
+    assert margin(*base, "--loss_triplet_margin", "0.4", "--loss_margin_margin", "0.3") == 0.4
+    assert margin("--loss", "quadruplet", "--loss_triplet_margin", "0.25") == 0.25  # no margin flag: the triplet one
