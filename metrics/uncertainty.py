@@ -46,8 +46,9 @@ def norms_of(ctx_or_emb) -> np.ndarray:
 
 
 # Peak bytes of one row-chunk's temporaries per (query, item) pair: float64 k3 and PPK matrices plus the
-# log-normaliser's internals (broadcast order, region masks, Debye terms). Measured 108-149 B/pair for d = 8..512
-# (tests/test_uncertainty_metrics.py checks the bound in a fresh process); 192 leaves a margin.
+# log-normaliser's internals (order broadcast, region masks, Debye terms). Measured about 100 B/pair (d = 32, norms
+# over every region; up to ~150 with allocator slack, d = 8..512); tests/test_uncertainty_metrics.py checks the
+# budget holds in a fresh process. 192 leaves a margin.
 PPK_BYTES_PER_PAIR = 192
 PPK_MAX_BYTES = 256 * 2**20  # memory budget of one chunk
 
