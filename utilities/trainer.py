@@ -319,10 +319,14 @@ class Trainer:
         return "\n".join(rows)
 
     def save_embeddings(self, embeddings: dict[str, tuple]) -> None:
+        """``embeddings_<split>.npz``: embeddings, labels, norms, the criterion's ``export()`` (class
+        weights, temperature, ...) and its per-image ``export_embeddings(emb)`` (e.g. kappas) if any."""
         extras = self.criterion.export()
+        per_image = getattr(self.criterion, "export_embeddings", None)
         for split, (emb, labels) in embeddings.items():
-            np.savez(self.run_dir / f"embeddings_{split}.npz", embeddings=emb.numpy(), labels=labels.numpy(),
-                     norms=emb.norm(dim=1).numpy(), **extras)  # fmt: skip
+            arrays = {"embeddings": emb.numpy(), "labels": labels.numpy(), "norms": emb.norm(dim=1).numpy(), **extras}
+            arrays |= per_image(emb) if per_image is not None else {}
+            np.savez(self.run_dir / f"embeddings_{split}.npz", **arrays)
 
     def save_last(self) -> None:
         state = {
