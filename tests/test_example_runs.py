@@ -99,8 +99,10 @@ ALLOWED = ("--dataset", "--source_path", "--n_epochs", "--gpu")
 
 
 def seed_argv(source: str, n_epochs: int = 1) -> list[str]:
-    argv = shlex.split(SEED_README.replace("$parent_folder", "../../Datasets").replace("$project", "proj")
-                       .replace("$gpu", "1"))  # fmt: skip
+    # the seed's placeholders: parent_folder="path_to_parent_folder", gpu="gpu_id"; project="W&B project name" would
+    # word-split unquoted in the shell, so it takes a one-word name
+    argv = shlex.split(SEED_README.replace("$parent_folder", "path_to_parent_folder").replace("$project", "proj")
+                       .replace("$gpu", "gpu_id"))  # fmt: skip
     new = {"--dataset": "digits", "--source_path": source, "--n_epochs": str(n_epochs), "--gpu": "0"}
     out = [new.get(argv[i - 1], a) if i and argv[i - 1] in new else a for i, a in enumerate(argv)]
     changed = {argv[i - 1] for i, (a, b) in enumerate(zip(argv, out)) if a != b}
@@ -138,7 +140,7 @@ def check_run(run, metrics, wandb=True):
         assert list((run / "wandb").glob("offline-run-*"))
 
 
-@pytest.mark.slow  # about 60 s on 2 CPU cores (torch + W&B start, 128-d training, plots of 35 metrics)
+@pytest.mark.slow  # 20-60 s on 2 shared CPU cores (W&B start, 128-d training, plots of 35 metrics)
 def test_seed_readme_command_runs_on_digits_with_offline_wandb(tmp_path, monkeypatch):
     """The seed's command with only the four allowed changes, run in a temp cwd: the default save_path lands there,
     W&B falls back offline, and the family's default metrics include the uncertainty metrics."""
