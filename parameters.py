@@ -65,7 +65,8 @@ def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--decay_exclude_1d",
         action="store_true",
-        help="no weight decay on biases and other 1-D parameters (BatchNorm), as the vMF paper's code",
+        help="no weight decay on biases and every parameter with dim <= 1 (BatchNorm, scalars; criterion parameters "
+        "too), as the vMF paper's code",
     )
     g.add_argument("--optim", default="adam", choices=["adam", "adamw", "sgd"], help="optimiser")
     g.add_argument("--momentum", default=0.9, type=float, help="SGD momentum")
@@ -86,7 +87,12 @@ def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="stop after this many evaluations without improvement of the first storage metric (-1: off)",
     )
-    g.add_argument("--warmup", default=0, type=int, help="epochs training only head and criterion (frozen backbone)")
+    g.add_argument(
+        "--warmup",
+        default=0,
+        type=int,
+        help="epochs training only head and criterion (frozen backbone, its BatchNorm statistics fixed)",
+    )
     g.add_argument("--gpu", default=[0], nargs="+", type=int, help="GPU id(s); the CPU is used when CUDA is absent")
     g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed-precision autocast on GPU")
     g.add_argument("--resume", default="", type=str, help="run folder to resume from its last checkpoint")
@@ -170,7 +176,12 @@ def evaluation_parameters(parser: argparse.ArgumentParser) -> None:
         type=str,
         help="embeddings evaluated ('discriminative': the network output)",
     )
-    g.add_argument("--evaluate_on_gpu", action="store_true", help="k-NN search and metrics on the GPU (torch)")
+    g.add_argument(
+        "--evaluate_on_gpu",
+        action="store_true",
+        help="Roth suite flag, kept for its commands: the k-NN search runs on the GPU (torch) whenever training does",
+    )
+    g.add_argument("--evaluate_on_cpu", action="store_true", help="k-NN search with faiss on the CPU even on a GPU")
     g.add_argument("--no_train_metrics", action="store_true", help="skip metrics on the training data")
     g.add_argument("--eval_every", default=1, type=int, help="evaluate every N epochs (and after the last)")
     metrics.add_args(g)

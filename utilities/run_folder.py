@@ -67,7 +67,8 @@ def write_config(run_dir: Path, opt) -> None:
 
 
 class MetricCSV:
-    """One wide CSV per split: ``metrics_<split>.csv`` with a row per evaluated epoch."""
+    """One wide CSV per split: ``metrics_<split>.csv`` with a row per evaluated epoch;
+    ``metrics_training.csv`` has a row per epoch (loss, lr, time)."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir

@@ -296,7 +296,8 @@ class Trainer:
     def evaluate(self, epoch: int) -> tuple[dict[str, dict[str, float]], dict[str, tuple]]:
         """Metrics per evaluated split, and the embeddings they came from."""
         opt = self.opt
-        metric_device = self.device if opt.evaluate_on_gpu and self.device.type == "cuda" else "cpu"
+        # DESIGN: torch k-NN on the GPU whenever training runs there; --evaluate_on_cpu forces faiss.
+        metric_device = self.device if self.device.type == "cuda" and not opt.evaluate_on_cpu else "cpu"
         results, embeddings = {}, {}
         for split, dataset in self.eval_splits.items():
             start = time.time()
