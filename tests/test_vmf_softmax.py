@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import mpmath
@@ -396,10 +395,6 @@ def test_mnist_recipe_runs_and_reports_vmf_metrics(mnist_run):
     assert state["criterion"]["scale"].item() == pytest.approx(float(npz["vmf_scale"]))
 
 
-TRAINER_SAVES_PER_IMAGE = "export_embeddings" in inspect.getsource(Trainer.save_embeddings)
-
-
-@pytest.mark.skipif(not TRAINER_SAVES_PER_IMAGE, reason="the trainer does not call Criterion.export_embeddings yet")
 def test_npz_holds_per_image_kappa(mnist_run):
     for split in ("validation", "testing"):
         npz = np.load(mnist_run / f"embeddings_{split}.npz")
