@@ -209,7 +209,7 @@ IGNORED_ORIGINAL_FLAGS = {
     "--loss_proxyvmf_prenorm": "unused by the EL-nivMF losses",
     "--loss_proxyvmf_mode": "unused by the EL-nivMF losses",
     "--loss_proxyvmf_loss": "choose the family member with --loss (proxyvmf_panc, proxyvmf, proxyvmf_kl, ...)",
-    "--loss_proxynca_dim": "the proxies take --embed_dim",
+    "--loss_proxynca_dim": "the original's reduction axis; only its default (1: per image) is implemented",
     "--loss_oproxy_lrmulti_hyper": "unused by oproxy",
     "--loss_oproxy_proxy_div": "unused by oproxy",
     "--loss_oproxy_init_dev": "unused by oproxy",
