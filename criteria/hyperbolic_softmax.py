@@ -91,12 +91,13 @@ def hyperbolic_mlr_logits(x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, c: 
     return lam[None] * a_norm[None] / sc * torch.asinh(arg)
 
 
-def poincare_neighbours(x: torch.Tensor, k: int, c: float, chunk: int = 1024) -> np.ndarray:
+def poincare_neighbours(x: torch.Tensor, k: int, c: float, chunk: int | None = None) -> np.ndarray:
     """[N, k] indices of each ball point's k nearest others (self excluded) in the Poincare distance
     d(x, y) = 2/sqrt(c) artanh(sqrt(c) ||(-x) (+)_c y||), ranked by ||(-x) (+)_c y||^2 from the Gram matrix:
     with u = -x, v = y, ||(1 + 2c<u,v> + c||v||^2) u + (1 - c||u||^2) v||^2 / (1 + 2c<u,v> + c^2||u||^2||v||^2)^2."""
     x = x.double()
     n = len(x)
+    chunk = chunk or max(1, (1 << 21) // max(n, 1))  # rows per block: a few [chunk, N] float64 temporaries, ~16 MB each
     sq = (x * x).sum(1)
     out = np.empty((n, k), dtype=np.int64)
     for s in range(0, n, chunk):
