@@ -25,7 +25,7 @@ def add_args(parser) -> None:
 @register(
     "proxynca",
     paper="Movshovitz-Attias et al. 2017, No Fuss Distance Metric Learning using Proxies",
-    flags="--loss_proxynca_lrmulti",
+    flags="--loss_proxynca_lrmulti, --loss_proxynca_scale",
 )
 class ProxyNCA(Criterion):
     """With s = --loss_proxynca_scale (3), x = s x/||x||, p_c = s p_c/||p_c||, d_c = ||x - p_c||^2 = 2 s^2 (1 - cos):

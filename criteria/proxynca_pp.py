@@ -11,7 +11,7 @@ from criteria import register
 from criteria._base import Criterion
 
 
-@register("proxynca_pp", paper="Teh et al. 2020, ProxyNCA++ (as the EL-nivMF code's proxynca)",
+@register("proxynca_pp", paper="Teh et al. 2020, ProxyNCA++ (NCA softmax, positive proxy included)",
           flags="--loss_proxynca_scale, --loss_proxynca_lrmulti")  # fmt: skip
 class ProxyNcaPP(Criterion):
     """x = s e/||e||, p_c = s v_c/||v_c|| (s = --loss_proxynca_scale, 3):
