@@ -203,7 +203,6 @@ def logging_parameters(parser: argparse.ArgumentParser) -> None:
 # Flags of the original codes (Roth suite, EL-nivMF) that this suite has no use for: accepted
 # so that pasted commands run, and reported as ignored. value: why / what to use instead.
 IGNORED_ORIGINAL_FLAGS = {
-    "--online_backend": "W&B is the only online backend (--log_online)",
     "--temp_ned": "unused by the EL-nivMF losses",
     "--loss_proxyvmf_learnable_temp": "the temperature is always learned (--loss_proxyvmf_templrmulti 0 freezes it)",
     "--loss_proxyvmf_prenorm": "unused by the EL-nivMF losses",
@@ -222,6 +221,7 @@ IGNORED_ORIGINAL_FLAGS = {
 def compatibility_parameters(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Flags of the original codes (accepted; ignored or translated)")
     g.add_argument("--use_float16", action="store_true", help="EL-nivMF code: the same as --amp fp16")
+    g.add_argument("--online_backend", default="wandb", choices=["wandb"], help="Roth suite: W&B is the only backend")
     g.add_argument("--comet_api_key", default=None, type=str, help=argparse.SUPPRESS)
     for flag, why in IGNORED_ORIGINAL_FLAGS.items():
         g.add_argument(flag, nargs="?", const="1", default=None, metavar="VALUE", help=f"ignored: {why}")
@@ -254,8 +254,6 @@ def check_options(opt: argparse.Namespace) -> None:
     for flag, why in IGNORED_ORIGINAL_FLAGS.items():
         if getattr(opt, flag[2:]) is not None:
             warnings.warn(f"{flag} (a flag of the original code) is ignored: {why}", stacklevel=2)
-    if opt.online_backend not in (None, "1", "wandb"):
-        raise UserError(f"--online_backend {opt.online_backend} is not supported; --log_online logs to W&B")
     if opt.use_float16:
         opt.amp = "fp16" if opt.amp == "none" else opt.amp
     for flag, low in (("n_epochs", 1), ("eval_every", 1), ("embed_dim", 1), ("kernels", 0), ("warmup", 0)):

@@ -43,7 +43,7 @@ def image_transforms(opt, train: bool) -> Callable:
     """Roth et al. 2020 transforms for photo datasets (``--augmentation``, s = ``--image_size``, 224).
 
     test: Resize(round(s*256/224)) + CenterCrop(s). train: ``base`` RandomResizedCrop(s) +
-    RandomHorizontalFlip; ``big`` the same at s*256/224 (tested at that size too); ``adv``
+    RandomHorizontalFlip; ``big`` the same at s*256/224 (test crop too); ``adv``
     adds RandomGrayscale(0.2) + ColorJitter(0.2, 0.2, 0.2, 0.2); ``red`` Resize(s*256/224) +
     RandomCrop(s) + flip; ``none`` trains on the test transforms. ImageNet mean/std, or the
     BGR 0-255 convention for ``bninception`` archs.
@@ -51,8 +51,8 @@ def image_transforms(opt, train: bool) -> Callable:
     mode = getattr(opt, "augmentation", "base")
     size = int(getattr(opt, "image_size", 224))
     resize = round(size * 256 / 224)
-    if mode == "big":
-        size, resize = resize, round(resize * 256 / 224)
+    if mode == "big":  # the Roth suite: 256 px crops, test images still resized to 256
+        size = resize
     if train and mode in ("base", "big"):
         steps = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(0.5)]
     elif train and mode == "adv":

@@ -225,7 +225,7 @@ def test_train_transform_composition(root, mode, steps):
     test_t = datasets.select("cub200", make_opt(root, image_size=224, augmentation=mode))["testing"].transform
     crop = 256 if mode == "big" else 224
     assert [type(t).__name__ for t in test_t.transforms[:2]] == ["Resize", "CenterCrop"]
-    assert tuple(test_t.transforms[1].size) == (crop, crop)
+    assert test_t.transforms[0].size == 256 and tuple(test_t.transforms[1].size) == (crop, crop)
 
 
 def test_test_transform_reference_values(root):

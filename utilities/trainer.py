@@ -57,26 +57,19 @@ def eval_loader(dataset, opt, shard: bool = True) -> DataLoader:
                       worker_init_fn=seeding.worker_init_fn)  # fmt: skip
 
 
-def no_decay(name: str, param: torch.nn.Parameter) -> bool:
-    """Exempt from weight decay under ``--decay_exclude_1d``: biases and every parameter with
-    dim <= 1 (BatchNorm affine, scalars), as the vMF paper's code decays only the rest."""
-    return param.ndim <= 1 or name.rsplit(".", 1)[-1] == "bias"
-
-
-def exclude_1d_from_decay(groups: list[dict], module: torch.nn.Module) -> list[dict]:
-    """Split every group with weight decay into its decayed part (same name) and a
-    ``<name>_no_decay`` part with ``weight_decay`` 0; all other settings (lr, momentum, ...)
-    are kept. Groups without decay are returned unchanged."""
-    names = {id(p): n for n, p in module.named_parameters()}
+def exclude_1d_from_decay(groups: list[dict]) -> list[dict]:
+    """``--decay_exclude_1d``: split every group with weight decay into its decayed part (same
+    name) and a ``<name>_no_decay`` part with ``weight_decay`` 0 holding the parameters with
+    dim <= 1 (biases, BatchNorm affine, scalars), as the vMF paper's code decays only the rest;
+    all other settings (lr, momentum, ...) are kept. Groups without decay are unchanged."""
     out = []
     for group in groups:
         if not group.get("weight_decay", 0.0):
             out.append(group)
             continue
         params = list(group["params"])
-        exempt = [p for p in params if no_decay(names.get(id(p), ""), p)]
-        exempt_ids = {id(p) for p in exempt}
-        decayed = [p for p in params if id(p) not in exempt_ids]
+        exempt = [p for p in params if p.ndim <= 1]
+        decayed = [p for p in params if p.ndim > 1]
         if decayed:
             out.append({**group, "params": decayed})
         if exempt:
@@ -98,7 +91,7 @@ def model_param_groups(model: torch.nn.Module, opt) -> list[dict]:
             {"params": [p for p in head if p.requires_grad], "lr": fc_lr, "weight_decay": opt.decay, "name": "head"}
         )
     groups = [g for g in groups if g["params"]]
-    return exclude_1d_from_decay(groups, model) if getattr(opt, "decay_exclude_1d", False) else groups
+    return exclude_1d_from_decay(groups) if getattr(opt, "decay_exclude_1d", False) else groups
 
 
 def build_optimizer(groups: list[dict], opt) -> torch.optim.Optimizer:
@@ -160,7 +153,7 @@ class Trainer:
 
         criterion_groups = self.criterion.param_groups()
         if getattr(opt, "decay_exclude_1d", False):
-            criterion_groups = exclude_1d_from_decay(criterion_groups, self.criterion)
+            criterion_groups = exclude_1d_from_decay(criterion_groups)
         groups = model_param_groups(self.model, opt) + criterion_groups
         self.optimizer = build_optimizer(groups, opt)
         self.scheduler = build_scheduler(self.optimizer, opt)
@@ -271,8 +264,6 @@ class Trainer:
                     distributed.all_gather_cat(torch.as_tensor(indices).to(self.device)).cpu(),
                 )
             loss = self.criterion(embeds.float(), labels)
-            if self.world_size == 1 and not torch.isfinite(loss):
-                self.non_finite(loss.item(), epoch, step)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             value = distributed.all_reduce_gradients(self.trainable_parameters(), loss)  # mean over ranks
