@@ -10,6 +10,8 @@ TRIPLET_MINERS: tuple[str, ...] = ("distance", "random", "semihard", "softhard",
 # Miners whose triplets deliberately break the label structure (the Roth paper's
 # regularisers and controls); the triplet-based losses of the Roth suite accept them too.
 REGULARISING_MINERS: tuple[str, ...] = ("intra_random", "rho_distance", "random_distance")
+# Every miner a triplet/pair loss of the Roth suite accepts.
+TUPLE_MINERS: tuple[str, ...] = TRIPLET_MINERS + REGULARISING_MINERS
 
 
 def zero_loss(embeddings: torch.Tensor) -> torch.Tensor:

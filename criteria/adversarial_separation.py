@@ -12,7 +12,7 @@ from torch import nn
 import criteria
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import REGULARISING_MINERS, TRIPLET_MINERS, zero_loss
+from criteria._common import TUPLE_MINERS, zero_loss
 from criteria._roth_utils import grad_reverse
 from utilities.errors import UserError
 
@@ -101,7 +101,7 @@ class AdversarialSeparation(Criterion):
     without weight decay; the base criterion's own parameter groups are kept.
     """
 
-    allowed_miners = TRIPLET_MINERS + REGULARISING_MINERS  # those of every triplet-based base; see base_loss
+    allowed_miners = TUPLE_MINERS  # those of every triplet-based base; see base_loss
     default_miner = "distance"
 
     def __init__(self, opt, batchminer=None):

@@ -9,7 +9,7 @@ from torch import nn
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import REGULARISING_MINERS, TRIPLET_MINERS, mine_triplets, pair_distance, zero_loss
+from criteria._common import TUPLE_MINERS, mine_triplets, pair_distance, zero_loss
 
 
 def add_args(parser) -> None:
@@ -37,7 +37,7 @@ class Margin(Criterion):
     Expects L2-normalised embeddings (a ``_normalize`` architecture).
     """
 
-    allowed_miners = TRIPLET_MINERS + REGULARISING_MINERS
+    allowed_miners = TUPLE_MINERS
     default_miner = "distance"
 
     def __init__(self, opt, batchminer=None):

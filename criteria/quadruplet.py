@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import REGULARISING_MINERS, TRIPLET_MINERS, mine_triplets, pair_distance, zero_loss
+from criteria._common import TUPLE_MINERS, mine_triplets, pair_distance, zero_loss
 
 
 def add_args(parser) -> None:
@@ -42,7 +42,7 @@ class Quadruplet(Criterion):
     k is drawn against those labels too, so the whole quadruplet stays label-shuffled.
     """
 
-    allowed_miners = TRIPLET_MINERS + REGULARISING_MINERS
+    allowed_miners = TUPLE_MINERS
     default_miner = "distance"
 
     def __init__(self, opt, batchminer=None):

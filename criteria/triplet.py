@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import REGULARISING_MINERS, TRIPLET_MINERS, mine_triplets, zero_loss
+from criteria._common import TUPLE_MINERS, mine_triplets, zero_loss
 
 
 def add_args(parser) -> None:
@@ -28,7 +28,7 @@ class Triplet(Criterion):
     ``_normalize`` architecture); it does not normalise them itself.
     """
 
-    allowed_miners = TRIPLET_MINERS + REGULARISING_MINERS
+    allowed_miners = TUPLE_MINERS
     default_miner = "distance"
 
     def __init__(self, opt, batchminer=None):
