@@ -30,17 +30,17 @@ def rejection_data(embeddings, labels) -> tuple[np.ndarray, np.ndarray, float, f
     (smallest norm) rejected first. As ``unc_recall_area``: neighbours are searched among all items (self
     excluded) and lone queries (the only item of their class) are left out, so ``area`` equals that metric."""
     from evaluation.knn import knn
-    from metrics.uncertainty import rejection_curve
+    from metrics._base import Context
+    from metrics.uncertainty import nn_correct, norms_of, rejection_curve
 
     x = np.asarray(embeddings, dtype=np.float32)
-    y = np.asarray(labels).reshape(-1)
-    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    keep = counts[inverse.reshape(-1)] > 1
+    ctx = Context(x, np.asarray(labels).reshape(-1))
+    keep = ctx.not_lone
     if not keep.any():
         return np.zeros(0), np.zeros(0), float("nan"), float("nan")
-    nn = knn(x, 1, "cosine", "cpu")[1][:, 0]
-    correct = (y[nn] == y).astype(np.float64)[keep]
-    rejected, recall = rejection_curve(np.linalg.norm(x.astype(np.float64), axis=1)[keep], correct)
+    ctx.neighbours["cosine"] = knn(x, 1, "cosine", "cpu")[1]
+    correct = nn_correct(ctx, "cosine")[keep].astype(np.float64)
+    rejected, recall = rejection_curve(norms_of(ctx)[keep], correct)
     return rejected, recall, float(recall.mean()), float(correct.mean())
 
 
