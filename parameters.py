@@ -20,11 +20,7 @@ import datasets
 import metrics
 from utilities.errors import UserError
 
-DEFAULT_EVALUATION_METRICS = [
-    "e_recall@1", "e_recall@2", "e_recall@4", "c_recall@1", "nmi", "f1", "map_at_r", "mAP_1000",
-    "dists@intra", "dists@inter", "dists@intra_over_inter",
-    "rho_spectrum@-1", "rho_spectrum@1", "rho_spectrum@2", "rho_spectrum@10",
-]  # fmt: skip
+DEFAULT_EVALUATION_METRICS = metrics.DEFAULT_EVALUATION_METRICS
 
 
 class FlagParser(argparse.ArgumentParser):

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import metrics
 from criteria._base import Criterion
 from utilities.errors import UserError
 from utilities.vmf import log_vmf_norm
@@ -40,17 +41,10 @@ UNCERTAINTY_METRICS = ("norms@5", "norms@50", "norms@95", "unc_auroc_cos", "unc_
                        "unc_recall_area", "unc_nw_acc@10", "unc_nw_ll@10")  # fmt: skip
 
 
-class _FamilyFlagDefaults:
-    """The family's ``flag_defaults``, built on access: ``parameters`` imports ``criteria``, so its
-    ``DEFAULT_EVALUATION_METRICS`` can only be read once both are loaded (at parse time)."""
-
-    def __get__(self, obj, owner) -> dict:
-        import parameters
-
-        # The EL-nivMF code's defaults: the embedding norm is the vMF concentration, so the
-        # backbone must not L2-normalise (``resnet50_frozen``, not Roth's ``..._normalize``).
-        return {"arch": "resnet50_frozen", "bs": 64, "storage_metrics": ["c_recall@1"],
-                "evaluation_metrics": list(parameters.DEFAULT_EVALUATION_METRICS) + list(UNCERTAINTY_METRICS)}  # fmt: skip
+# The EL-nivMF code's defaults: the embedding norm is the vMF concentration, so the backbone must
+# not L2-normalise (``resnet50_frozen``, not Roth's ``..._normalize``).
+FAMILY_FLAG_DEFAULTS = {"arch": "resnet50_frozen", "bs": 64, "storage_metrics": ["c_recall@1"],
+                        "evaluation_metrics": list(metrics.DEFAULT_EVALUATION_METRICS) + list(UNCERTAINTY_METRICS)}  # fmt: skip
 
 
 def add_proxyvmf_args(parser) -> None:
@@ -149,7 +143,7 @@ class NivmfProxyCriterion(Criterion):
     norm_is_certainty = True  # the run ends with uncertainty plots of the test split
 
     # resnet50_frozen, bs 64, storage c_recall@1, evaluation = the default metrics + UNCERTAINTY_METRICS
-    flag_defaults = _FamilyFlagDefaults()
+    flag_defaults = FAMILY_FLAG_DEFAULTS
 
     allowed_miners = ()
     default_miner = None

@@ -14,6 +14,13 @@ from utilities.registry import Registry, import_submodules
 REGISTRY = Registry("metric", "--evaluation_metrics")
 register = REGISTRY.register
 
+# --evaluation_metrics when not given (losses may extend it through their flag_defaults).
+DEFAULT_EVALUATION_METRICS = [
+    "e_recall@1", "e_recall@2", "e_recall@4", "c_recall@1", "nmi", "f1", "map_at_r", "mAP_1000",
+    "dists@intra", "dists@inter", "dists@intra_over_inter",
+    "rho_spectrum@-1", "rho_spectrum@1", "rho_spectrum@2", "rho_spectrum@10",
+]  # fmt: skip
+
 
 def names() -> list[str]:
     return REGISTRY.names()
