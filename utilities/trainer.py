@@ -285,14 +285,16 @@ class Trainer:
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, epoch: int) -> tuple[dict[str, dict[str, float]], dict[str, tuple]]:
-        """Metrics per evaluated split, and the embeddings they came from."""
+        """Metrics per evaluated split, and the embeddings they came from (both empty on ranks other than 0)."""
         opt = self.opt
         # DESIGN: torch k-NN on the GPU whenever training runs there; --evaluate_on_cpu forces faiss.
         metric_device = self.device if self.device.type == "cuda" and not opt.evaluate_on_cpu else "cpu"
         results, embeddings = {}, {}
         for split, dataset in self.eval_splits.items():
             start = time.time()
-            emb, labels = self.embed_split(dataset)
+            emb, labels = self.embed_split(dataset)  # collective under DDP: every rank takes part
+            if not self.main:  # only rank 0 uses metrics; its decisions are broadcast
+                continue
             values = evaluation.compute_metrics(emb, labels, opt.evaluation_metrics, device=metric_device)
             values.update(self.criterion.evaluate(emb, labels, split))
             values["eval_time"] = time.time() - start
