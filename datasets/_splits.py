@@ -77,7 +77,8 @@ def split_by_samples(classes: np.ndarray, keep_share: float, seed: int | None) -
             keep = np.zeros(len(idx), dtype=bool)
             keep[np.unique(np.round(np.linspace(0, len(idx) - 1, n_keep)).astype(np.int64))] = True
         else:
-            keep = np.isin(np.arange(len(idx)), rng.permutation(len(idx))[:n_keep])
+            keep = np.zeros(len(idx), dtype=bool)
+            keep[rng.permutation(len(idx))[:n_keep]] = True
         train.append(idx[keep])
         val.append(idx[~keep])
     train_idx, val_idx = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))

@@ -23,6 +23,7 @@ import criteria
 import datasampler
 import datasets
 import evaluation
+from architectures._base import BN_TYPES
 from evaluation.selection import ModelSelector
 from utilities import checkpoint, distributed, run_folder, seeding
 from utilities.errors import UserError
@@ -213,7 +214,7 @@ class Trainer:
     def backbone_batchnorms(self) -> list[torch.nn.Module]:
         """BatchNorm layers outside the head (their statistics stay fixed during ``--warmup``)."""
         head = {id(p) for p in self.model.head_parameters()} if hasattr(self.model, "head_parameters") else set()
-        return [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        return [m for m in self.model.modules() if isinstance(m, BN_TYPES)
                 and not any(id(p) in head for p in m.parameters(recurse=False))]  # fmt: skip
 
     def embed_split(self, dataset) -> tuple[torch.Tensor, torch.Tensor]:
