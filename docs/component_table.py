@@ -1,12 +1,15 @@
 """Markdown table of every registered component (criteria, miners, samplers, architectures, datasets, metrics).
 
-    python -m utilities.component_table                    # print the tables
-    python -m utilities.component_table --write README.md  # replace the text between the README markers
+    python docs/component_table.py                             # print the tables
+    python docs/component_table.py --write docs/components.md  # replace the text between the page's markers
+
+A script, not a package module: run from the checkout, its ``sys.path[0]`` is ``docs/``, so it puts the repository
+root (the parent of ``docs/``) first on ``sys.path`` before importing the registries. Tests load it by path.
 
 The rows come from the registries (``utilities.registry.Entry``: name, paper, flags, meta). Where an entry
 declares no ``flags``, the flags its module declares are listed instead: the module's ``add_args`` is run on
 a throwaway parser and its option strings are read back. ``tests/test_component_table.py`` fails when the
-README's table and the registries disagree; regenerate with ``--write``.
+table in ``docs/components.md`` and the registries disagree; regenerate with ``--write``.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ import importlib
 import pathlib
 import sys
 
-from utilities.errors import UserError
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if sys.path[0] != str(ROOT):
+    sys.path.insert(0, str(ROOT))  # run as a script, sys.path[0] is docs/: the registries live in the root
+
+from utilities.errors import UserError  # noqa: E402
 
 START = "<!-- components:start -->"
 END = "<!-- components:end -->"
-# (package, section title), in README order.
+# (package, section title), in page order.
 SECTIONS = (
     ("criteria", "Criteria"),
     ("batch_mining", "Batch miners"),
@@ -102,7 +109,7 @@ def section_note(title: str) -> str:
 def render() -> str:
     """The Markdown tables, one per component kind, rows sorted by name."""
     lines = [
-        "Generated from the registries by `python -m utilities.component_table --write README.md`; "
+        "Generated from the registries by `python docs/component_table.py --write docs/components.md`; "
         "do not edit by hand. Flags: the ones a component declares (its module's `add_args`).",
     ]
     for title, registry in registries():
@@ -119,7 +126,9 @@ def render() -> str:
 def splice(text: str, table: str) -> str:
     """``text`` with the part between the START and END markers replaced by ``table``."""
     if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise UserError(f"expected one '{START}' followed by one '{END}' marker in the file")
+        raise UserError(
+            f"expected one '{START}' followed by one '{END}' marker in the file (docs/components.md has them)"
+        )
     head, rest = text.split(START)
     _, tail = rest.split(END)
     return f"{head}{START}\n{table}{END}{tail}"
@@ -128,13 +137,15 @@ def splice(text: str, table: str) -> str:
 def section(text: str) -> str:
     """The text between the markers, as ``splice`` writes it (the table)."""
     if START not in text or END not in text:
-        raise UserError(f"no '{START}' ... '{END}' section in the file")
+        raise UserError(f"no '{START}' ... '{END}' section in the file (docs/components.md has it)")
     return text.split(START, 1)[1].split(END, 1)[0].removeprefix("\n")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Markdown table of every registered component.")
-    parser.add_argument("--write", metavar="FILE", help="replace the text between the component markers in FILE")
+    parser.add_argument(
+        "--write", metavar="FILE", help="replace the text between the component markers in FILE (docs/components.md)"
+    )
     args = parser.parse_args(argv)
     table = render()
     if not args.write:
@@ -142,7 +153,7 @@ def main(argv=None) -> None:
         return
     path = pathlib.Path(args.write)
     if not path.is_file():
-        raise UserError(f"--write: no file {path}")
+        raise UserError(f"--write: no file {path} (the component tables live in docs/components.md)")
     path.write_text(splice(path.read_text(), table))
     print(f"wrote the component table into {path}")
 
