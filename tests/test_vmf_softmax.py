@@ -436,7 +436,7 @@ CIFAR_RECIPE = ["--loss", "vmf_softmax", "--optim", "sgd", "--lr", "0.5", "--mom
 
 def test_cifar_recipe_resnet50_runs_small(tmp_path, monkeypatch):
     """The CIFAR10 recipe (ResNet50, 3x3 stem, d = 128) for one tiny episode (10 x 2) on 300 digits. (The full
-    10 x 26 episode runs in tests/test_vmf_readme.py, slow, from the README's CIFAR10 row.)"""
+    10 x 26 episode runs in tests/test_vmf_readme.py, slow, from docs/protocols.md's CIFAR10 row.)"""
     small_digits(monkeypatch)
     no_plots(monkeypatch)
     args = list(CIFAR_RECIPE)
