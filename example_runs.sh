@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# EL-nivMF ProxyAnchor (Kirchhof et al. 2022): the paper's recipes (DESIGN section 5.2) and the section 4.3 ablations.
+# EL-nivMF ProxyAnchor (Kirchhof et al. 2022): the paper's recipes (docs/protocols.md) and the section 4.3 ablations.
 # Common to all: ResNet50 with frozen BatchNorm (no output normalisation: the norm is the concentration), bs 64,
 # 2 samples per class, Adam lr 1e-5, warm-started proxies, S = 5 vMF samples, T0 = 0.003 with lr x200,
 # model selection on c_recall@1. Every line is one `python main.py ...` command (tests/test_example_runs.py runs each

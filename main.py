@@ -15,14 +15,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         import parameters
-        from utilities.trainer import Trainer
+        import training
 
         opt = parameters.parse_args(argv)
-        trainer = Trainer(opt)
+        run = training.build_run(opt)
         if opt.dry_run:
-            print("dry run: " + trainer.describe())
+            print("dry run: " + run.describe())
             return 0
-        trainer.fit()
+        training.Trainer(run, training.default_hooks(opt)).fit()
     except UserError as err:
         # Raised in a data-loader worker, the message carries the worker's traceback: keep its last line.
         message = str(err).strip().splitlines()[-1].removeprefix("utilities.errors.UserError: ")

@@ -276,13 +276,25 @@ def check_options(opt: argparse.Namespace) -> None:
                       "gives the KL divergences", stacklevel=2)  # fmt: skip
         opt.evaluation_metrics = [m for m in opt.evaluation_metrics if m != "rho_spectrum@0"]
     metrics.validate(opt.evaluation_metrics)
-    own = tuple(criteria.get_class(opt.loss).selectable_metrics)  # computed by the loss's evaluate()
-    metrics.validate([m for m in opt.storage_metrics if m not in own], "--storage_metrics", own)
-    missing = [m for m in opt.storage_metrics if m not in opt.evaluation_metrics and m not in own]
+    metrics.validate(opt.storage_metrics, "--storage_metrics")
+    missing = [m for m in opt.storage_metrics if m not in opt.evaluation_metrics]
     if missing:
         opt.evaluation_metrics = list(opt.evaluation_metrics) + missing
+    check_metric_views(opt.loss, opt.evaluation_metrics)
     if opt.evaltypes != ["discriminative"]:
         raise UserError(f"--evaltypes {' '.join(opt.evaltypes)} is not supported; use discriminative")
+
+
+def check_metric_views(loss: str, names: list[str]) -> None:
+    """Every metric that reads a view of the loss (class probabilities, vMF samples, ...) needs a loss giving it."""
+    cls = criteria.get_class(loss)
+    for name in names:
+        view = metrics.select(name).requires.needed_view
+        if view is not None and not cls.provides(view):
+            givers = [n for n in criteria.names() if criteria.get_class(n).provides(view)]
+            raise UserError(f"metric '{name}' needs the {metrics.VIEWS[view]}, which loss '{loss}' does not give; "
+                            f"drop it from --evaluation_metrics / --storage_metrics or use a loss that gives it: "
+                            f"{', '.join(givers)}")  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,11 +1,12 @@
-"""Backbones: ``architectures.select(name, opt)`` builds an embedding network.
+"""Backbones: ``architectures.select(name, opt, input_shape)`` builds an embedding network.
 
 Names are ``<base>[_frozen][_normalize]``: ``_frozen`` freezes BatchNorm statistics
 (and affine parameters), ``_normalize`` L2-normalises the output. ``timm_<model>``
 builds any timm model. The network maps images ``[B, C, H, W]`` to embeddings
 ``[B, embed_dim]``; ``model(x, return_features=True)`` returns
 ``(embeddings, features)`` for losses that need backbone features. Add a backbone
-by writing a builder ``def build(opt) -> nn.Module`` with ``@register("name")``.
+by writing a builder ``def build(opt, input_shape) -> EmbeddingNet`` with ``@register("name")``;
+``input_shape`` is (channels, height, width) of the training images.
 """
 
 from __future__ import annotations
@@ -40,4 +41,5 @@ def parse_name(name: str) -> tuple[str, bool, bool]:
 
 import_submodules(__name__, __path__)
 
+from architectures._base import BN_TYPES as BN_TYPES  # noqa: E402
 from architectures._select import select as select  # noqa: E402

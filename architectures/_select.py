@@ -9,19 +9,21 @@ from architectures._base import EmbeddingNet
 from architectures._timm import PREFIX, build_timm
 
 
-def select(name: str, opt) -> nn.Module:
+def select(name: str, opt, input_shape: tuple[int, ...]) -> nn.Module:
     """``<base>[_frozen][_normalize]`` or ``timm_<model>[_frozen][_normalize]`` -> ``EmbeddingNet``.
 
+    ``input_shape``: (channels, height, width) of one training image (a fact of the dataset).
     ``_frozen`` (or ``--set_bn_eval``) fixes BatchNorm statistics; ``_normalize``
     L2-normalises the embeddings. The head is ``model.last_linear``.
     """
     base, frozen, normalize = parse_name(name)
+    input_shape = tuple(int(v) for v in input_shape)
     if base.startswith(PREFIX):
-        model: EmbeddingNet = build_timm(base[len(PREFIX) :], opt)
+        model: EmbeddingNet = build_timm(base[len(PREFIX) :], opt, input_shape)
     else:
-        model = REGISTRY.get(base).obj(opt)
+        model = REGISTRY.get(base).obj(opt, input_shape)
     model.normalize = normalize
-    if frozen or getattr(opt, "set_bn_eval", False):
+    if frozen or opt.set_bn_eval:
         model.freeze_bn()
     model.arch = name
     return model

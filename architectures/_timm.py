@@ -48,15 +48,15 @@ def local_weights(model_name: str, arch: str) -> str:
     )
 
 
-def build_timm(name: str, opt) -> EmbeddingNet:
+def build_timm(name: str, opt, input_shape: tuple[int, ...]) -> EmbeddingNet:
     """``name`` is the timm model name without the ``timm_`` prefix."""
     import timm
 
     if not timm.models.is_model(name):
         raise UserError(f"unknown timm model '{name}' (--arch {PREFIX}{name}); list names with timm.list_models()")
-    in_chans = tuple(getattr(opt, "input_shape", (3,)))[0]
+    in_chans = input_shape[0]
     kwargs = dict(num_classes=0, in_chans=in_chans)
-    if getattr(opt, "not_pretrained", False):
+    if opt.not_pretrained:
         net = timm.create_model(name, pretrained=False, **kwargs)
     else:
         path = local_weights(name, opt.arch)

@@ -31,10 +31,10 @@ class BNInceptionFeatures(nn.Module):
 
 
 @register("bninception", paper="Ioffe & Szegedy 2015, Batch Normalization (BN-Inception)")
-def build_bninception(opt) -> EmbeddingNet:
+def build_bninception(opt, input_shape: tuple[int, ...]) -> EmbeddingNet:
     from pretrainedmodels.models.bninception import BNInception
 
-    path = None if getattr(opt, "not_pretrained", False) else cached_checkpoint(WEIGHT_URLS, opt.arch)
+    path = None if opt.not_pretrained else cached_checkpoint(WEIGHT_URLS, opt.arch)
     net = BNInception(num_classes=1000)
     if path is not None:
         net.load_state_dict(load_checkpoint(path))

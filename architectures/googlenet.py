@@ -18,8 +18,8 @@ WEIGHT_URLS = ["https://download.pytorch.org/models/googlenet-1378be20.pth"]
 
 
 @register("googlenet", paper="Szegedy et al. 2015, Going Deeper with Convolutions")
-def build_googlenet(opt) -> EmbeddingNet:
-    pretrained = not getattr(opt, "not_pretrained", False)
+def build_googlenet(opt, input_shape: tuple[int, ...]) -> EmbeddingNet:
+    pretrained = not opt.not_pretrained
     path = cached_checkpoint(WEIGHT_URLS, opt.arch) if pretrained else None
     net = torchvision.models.googlenet(weights=None, aux_logits=pretrained, transform_input=pretrained,
                                        init_weights=not pretrained)  # fmt: skip

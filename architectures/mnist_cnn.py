@@ -3,7 +3,7 @@
 conv5x5(6)-BN-ReLU-maxpool2, conv5x5(16)-BN-ReLU-maxpool2, FC 120-BN-ReLU (the 120-d
 ``features``), then ``last_linear``: FC embed_dim. Convolutions are zero-padded ("same")
 so 8x8 digits shrink to 2x2 and 28x28 MNIST to 7x7; the input shape (and channel count)
-comes from ``opt.input_shape`` (set by the trainer from the first training sample).
+comes from ``input_shape`` (the shape of the first training sample, passed by the training loop).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class MnistCNNFeatures(nn.Sequential):
 
 
 @register("mnist_cnn", paper="Scott et al. 2021, von Mises-Fisher Loss (small MNIST CNN)")
-def build_mnist_cnn(opt) -> EmbeddingNet:
-    shape = tuple(getattr(opt, "input_shape", (1, 28, 28)))
+def build_mnist_cnn(opt, input_shape: tuple[int, ...]) -> EmbeddingNet:
+    shape = tuple(input_shape)
     if len(shape) != 3:
         shape = (1, *shape[-2:])
     return EmbeddingNet(MnistCNNFeatures(shape), 120, opt.embed_dim, name="mnist_cnn")

@@ -40,18 +40,18 @@ def add_args(parser) -> None:
                         help="keep every BatchNorm in eval mode (fixed statistics); same as the _frozen suffix")  # fmt: skip
 
 
-def build_resnet(depth_name: str, opt) -> EmbeddingNet:
-    pretrained = not getattr(opt, "not_pretrained", False)
+def build_resnet(depth_name: str, opt, input_shape: tuple[int, ...]) -> EmbeddingNet:
+    pretrained = not opt.not_pretrained
     path = cached_checkpoint(WEIGHT_URLS[depth_name], opt.arch) if pretrained else None  # fail before building
     net = getattr(torchvision.models, depth_name)(weights=None)
     n_features = net.fc.in_features
     net.fc = nn.Identity()
-    in_channels = tuple(getattr(opt, "input_shape", (3,)))[0]
+    in_channels = input_shape[0]
     if pretrained:
         state = load_checkpoint(path)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         net.load_state_dict(state)
-    if getattr(opt, "first_conv_3x3", False):
+    if opt.first_conv_3x3:
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     elif in_channels != 3:
         old = net.conv1
@@ -63,20 +63,20 @@ def build_resnet(depth_name: str, opt) -> EmbeddingNet:
 
 
 @register("resnet18", paper="He et al. 2016, Deep Residual Learning for Image Recognition", flags="--first_conv_3x3")
-def build_resnet18(opt) -> EmbeddingNet:
-    return build_resnet("resnet18", opt)
+def build_resnet18(opt, input_shape: tuple[int, ...]) -> EmbeddingNet:
+    return build_resnet("resnet18", opt, input_shape)
 
 
 @register("resnet34", paper="He et al. 2016, Deep Residual Learning for Image Recognition", flags="--first_conv_3x3")
-def build_resnet34(opt) -> EmbeddingNet:
-    return build_resnet("resnet34", opt)
+def build_resnet34(opt, input_shape: tuple[int, ...]) -> EmbeddingNet:
+    return build_resnet("resnet34", opt, input_shape)
 
 
 @register("resnet50", paper="He et al. 2016, Deep Residual Learning for Image Recognition", flags="--first_conv_3x3")
-def build_resnet50(opt) -> EmbeddingNet:
-    return build_resnet("resnet50", opt)
+def build_resnet50(opt, input_shape: tuple[int, ...]) -> EmbeddingNet:
+    return build_resnet("resnet50", opt, input_shape)
 
 
 @register("resnet101", paper="He et al. 2016, Deep Residual Learning for Image Recognition", flags="--first_conv_3x3")
-def build_resnet101(opt) -> EmbeddingNet:
-    return build_resnet("resnet101", opt)
+def build_resnet101(opt, input_shape: tuple[int, ...]) -> EmbeddingNet:
+    return build_resnet("resnet101", opt, input_shape)

@@ -44,8 +44,16 @@ def output(name: str) -> str:
     return REGISTRY.get(name).obj.output
 
 
-def select(name: str, opt):
-    miner = REGISTRY.get(name).obj(opt)
+def select(name: str, opt, margin: float | None = None):
+    """Build miner ``name``. A miner with ``uses_margin`` (``semihard``) takes ``margin``: the margin of the loss
+    it serves, ``criteria.get_class(loss).miner_margin(opt)``."""
+    cls = REGISTRY.get(name).obj
+    if cls.uses_margin:
+        if margin is None:
+            raise ValueError(f"batch miner '{name}' needs the margin of its loss: batch_mining.select(..., margin=)")
+        miner = cls(opt, margin=margin)
+    else:
+        miner = cls(opt)
     miner.name = name
     return miner
 

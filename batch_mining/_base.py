@@ -31,9 +31,9 @@ class Miner:
 
     name = ""
     output = "triplet"  # what the miner returns: a key of batch_mining.OUTPUTS
+    uses_margin = False  # True: ``__init__`` takes the ``margin`` of the loss it serves (see batch_mining.select)
 
     def __init__(self, opt):
-        self.opt = opt
         self.generator: torch.Generator | None = None  # None: torch's global RNG
 
     def __call__(self, embeddings: torch.Tensor, labels) -> torch.Tensor:
@@ -56,12 +56,6 @@ def label_masks(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(positive mask without the diagonal, negative mask), both ``[B, B]`` bool."""
     same = y[:, None] == y[None, :]
     return same & ~torch.eye(len(y), dtype=torch.bool), ~same
-
-
-def pdist(x: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance matrix ``[B, B]`` with an exact zero diagonal."""
-    d = torch.cdist(x, x)
-    return d.fill_diagonal_(0.0)
 
 
 def pick(mask: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

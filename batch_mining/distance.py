@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from batch_mining import register
-from batch_mining._base import Miner, label_masks, pdist, pick
+from batch_mining._base import Miner, label_masks, pick
+from utilities.distances import distance_matrix
 
 
 def add_args(parser) -> None:
@@ -52,7 +53,7 @@ class DistanceMiner(Miner):
     def negative_probabilities(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``[B, B]`` sampling probabilities of each negative per anchor (rows without negatives are 0)."""
         _, neg = label_masks(y)
-        d = pdist(x).double().clamp_min(self.lower_cutoff)
+        d = distance_matrix(x).double().clamp_min(self.lower_cutoff)
         allowed = neg & (d < self.upper_cutoff)
         allowed = torch.where(allowed.any(dim=1, keepdim=True), allowed, neg)
         log_w = log_inverse_sphere_density(d, x.shape[1]).masked_fill(~allowed, float("-inf"))

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from batch_mining import register
-from batch_mining._base import Miner, label_masks, pdist, pick
+from batch_mining._base import Miner, label_masks, pick
+from utilities.distances import distance_matrix
 from utilities.errors import UserError
 
 MODES = ("uniform", "hards", "semihards", "veryhards")
@@ -96,7 +97,7 @@ class ParametricMiner(Miner):
         anchors = torch.nonzero(pos.any(dim=1) & neg.any(dim=1)).squeeze(1)
         if len(anchors) == 0:
             return torch.zeros(0, 3, dtype=torch.long)
-        d = pdist(x.double())[anchors]
+        d = distance_matrix(x.double())[anchors]
         w = self.negative_weights(d, neg[anchors])
         n = torch.multinomial(w, 1, generator=self.generator).squeeze(1)
         p = pick(pos[anchors], self.generator)

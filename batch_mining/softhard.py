@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from batch_mining import register
-from batch_mining._base import Miner, label_masks, pdist, pick_with_fallback
+from batch_mining._base import Miner, label_masks, pick_with_fallback
+from utilities.distances import distance_matrix
 
 
 @register("softhard", paper="Roth et al. 2020, Revisiting Training Strategies and Generalization Performance in DML")
@@ -18,7 +19,7 @@ class SofthardMiner(Miner):
     def mine(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         pos, neg = label_masks(y)
         anchors = torch.nonzero(pos.any(dim=1) & neg.any(dim=1)).squeeze(1)
-        d = pdist(x)[anchors]
+        d = distance_matrix(x)[anchors]
         pos, neg = pos[anchors], neg[anchors]
         max_pos = d.masked_fill(~pos, float("-inf")).amax(dim=1, keepdim=True)
         min_neg = d.masked_fill(~neg, float("inf")).amin(dim=1, keepdim=True)

@@ -26,13 +26,13 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "utilities"))
 
 import numpy as np  # noqa: E402
 import scipy.stats  # noqa: E402
 import torch  # noqa: E402
-from _mpmath_oracle import log_vmf_norm as mp_log_norm  # noqa: E402
-from _mpmath_oracle import mean_resultant, mean_resultant_derivative  # noqa: E402
+from mpmath_oracle import log_vmf_norm as mp_log_norm  # noqa: E402
+from mpmath_oracle import mean_resultant, mean_resultant_derivative  # noqa: E402
 
 from utilities import vmf  # noqa: E402
 

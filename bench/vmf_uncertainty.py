@@ -23,8 +23,13 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import evaluation  # noqa: E402
+import metrics  # noqa: E402
 import parameters  # noqa: E402
-from utilities.trainer import Trainer, eval_loader  # noqa: E402
+from training import Trainer, build_run, default_hooks  # noqa: E402
+from training.build import eval_loader  # noqa: E402
+
+# The losses' own metrics shown next to the correlation (those the loss gives the views for).
+LOSS_METRICS = ("accuracy", "ece", "ece_rms", "vmf_recall@1", "vmf_map_at_r", "vmf_mean_kappa")
 
 VMF_ARGS = ["--loss", "vmf_softmax", "--optim", "adam", "--lr", "0.003", "--learn_temp", "--temp_lr", "0.001",
             "--embed_dim", "8"]  # fmt: skip
@@ -42,19 +47,19 @@ def kappa_corruption_rho(args: list[str], train: bool = True) -> tuple[float, di
 
     ``train=False``: the same for the untrained network (after ``prepare``), the reference point."""
     opt = parameters.parse_args(args)
-    trainer = Trainer(opt)
+    run = build_run(opt)
     if train:
-        trainer.fit()
+        Trainer(run, default_hooks(opt)).fit()
     else:
-        trainer.criterion.prepare(trainer.model, eval_loader(trainer.data["evaluation"], opt), trainer.device)
-    test = trainer.data["testing"]
-    emb, labels = evaluation.extract_embeddings(trainer.model, eval_loader(test, opt), trainer.device)
-    norms = emb.norm(dim=1)
-    scale = getattr(trainer.criterion, "scale", None)
-    kappa = norms * (float(scale) if isinstance(scale, torch.Tensor) else 1.0)
+        run.criterion.prepare(run.model, eval_loader(run.data["evaluation"], opt), run.device)
+    test = run.data["testing"]
+    emb, labels = evaluation.extract_embeddings(run.model, eval_loader(test, opt), run.device)
+    kappa = run.criterion.image_concentrations(emb)
+    kappa = emb.norm(dim=1) if kappa is None else kappa
     rho = spearmanr(kappa.numpy(), np.asarray(test.corruption)).statistic
-    metrics = trainer.criterion.evaluate(emb, labels, "testing")
-    return float(rho), metrics
+    own = [m for m in LOSS_METRICS if run.criterion.provides(metrics.select(m).requires.needed_view)]
+    views = evaluation.loss_views(run.criterion, emb, closed_set=test.closed_set, seed=opt.seed)
+    return float(rho), evaluation.compute_metrics(emb, labels, own, views=views)
 
 
 def main() -> None:
@@ -73,8 +78,8 @@ def main() -> None:
         print(f"untrained network: Spearman(kappa, corruption) on test = {rho0:+.3f}")
         for name, extra in runs:
             start = time.time()
-            rho, metrics = kappa_corruption_rho(extra + common_args(tmp, a.epochs, a.corruption, a.seed))
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            rho, values = kappa_corruption_rho(extra + common_args(tmp, a.epochs, a.corruption, a.seed))
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in values.items())
             what = "kappa" if name == "vmf_softmax" else "||f(x)||"
             print(f"{name}: Spearman({what}, corruption) on test = {rho:+.3f} | {shown} | {time.time() - start:.1f}s")
 

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 import torch
 
-# Miners returning (anchor, positive, negative) triplets: every triplet/pair loss accepts
-# all of them. A new triplet miner is added to this one tuple.
-TRIPLET_MINERS: tuple[str, ...] = ("distance", "random", "semihard", "softhard", "parametric")
-# Miners whose triplets deliberately break the label structure (the Roth paper's
-# regularisers and controls); the triplet-based losses of the Roth suite accept them too.
-REGULARISING_MINERS: tuple[str, ...] = ("intra_random", "rho_distance", "random_distance")
-# Every miner a triplet/pair loss of the Roth suite accepts.
-TUPLE_MINERS: tuple[str, ...] = TRIPLET_MINERS + REGULARISING_MINERS
+# Miner outputs (``batch_mining.OUTPUTS`` tags) the triplet/pair losses of the Roth suite consume: valid
+# (anchor, positive, negative) triplets, and the triplets of the Roth paper's regularisers and controls, which
+# deliberately break the label structure. A new miner declaring one of these outputs fits every such loss.
+TRIPLET_OUTPUTS: tuple[str, ...] = ("triplet",)
+REGULARISING_OUTPUTS: tuple[str, ...] = ("push_triplet", "intra_triplet", "shuffled_triplet")
+TUPLE_OUTPUTS: tuple[str, ...] = TRIPLET_OUTPUTS + REGULARISING_OUTPUTS
 
 
 def zero_loss(embeddings: torch.Tensor) -> torch.Tensor:
     """A zero that stays attached to the graph, so ``backward()`` works on an empty batch."""
     return embeddings.sum() * 0.0
-
-
-def pair_distance(embeddings: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances ``||x_i - x_j||``; the gradient is 0 (not NaN) for identical points."""
-    return torch.linalg.vector_norm(embeddings[i] - embeddings[j], dim=-1)
 
 
 def mine_triplets(criterion, embeddings: torch.Tensor, labels: torch.Tensor, triplets) -> torch.Tensor:

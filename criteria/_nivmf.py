@@ -1,4 +1,4 @@
-"""Shared proxy parametrisation of the EL-nivMF family (Kirchhof et al. 2022, DESIGN section 5.2).
+"""Shared proxy parametrisation of the EL-nivMF family (Kirchhof et al. 2022; docs/methods.md).
 
 Every criterion of the family (``proxyvmf_panc``, ``proxyvmf``, ``proxyvmf_kl``, ``proxynca_nivmf``,
 ``proxynca_l2``, ``proxynca_cos``) owns, per class c:
@@ -12,9 +12,9 @@ Every criterion of the family (``proxyvmf_panc``, ``proxyvmf``, ``proxyvmf_kl``,
 
 Optimiser groups (no weight decay): v at lr x proxylrmulti, kappa at lr x conclrmulti, T at lr x templrmulti.
 ``prepare()`` multiplies the head's initial weight (``model.last_linear.weight``, not its bias, as the original)
-by ``--loss_proxyvmf_init_norm_multiplier`` so embedding norms (= image concentrations) start large, then, with
-``--loss_proxyvmf_warmstart``, sets v_c to the normalised class mean of the train embeddings (loader without
-augmentation) times ``concentration``.
+by ``--loss_proxyvmf_init_norm_multiplier`` so embedding norms (= image concentrations) start large; then, with
+``--loss_proxyvmf_warmstart``, the training loop hands ``warm_start`` the train embeddings (no augmentation) and
+v_c becomes the normalised class mean times ``concentration``.
 
 Isotropic members (``proxyvmf``, ``proxyvmf_kl``) read the proxy as vMF(m_c / r_c, r_c), the vMF with natural
 parameter m_c (exactly vMF(u_c, kappa) when kappa_c is the constant vector kappa).
@@ -27,14 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import metrics
 from criteria._base import Criterion
+from criteria._classifier import with_default_metrics
+from criteria._common import logsumexp_add_one
 from utilities.errors import UserError
 from utilities.vmf import log_vmf_norm
 
 KAPPA_MIN = 0.1
 
-# Uncertainty metrics every run of the family reports on top of the normal retrieval metrics (DESIGN section 7):
+# Uncertainty metrics every run of the family reports on top of the normal retrieval metrics:
 # norm percentiles, AUROC of the norm for a correct cosine / Euclidean 1-NN, Spearman, the rejection-curve area and
 # the neighbour-weighted label probability. ``unc_auroc_ppk`` (O(N^2) log-normalisers) stays opt-in.
 UNCERTAINTY_METRICS = ("norms@5", "norms@50", "norms@95", "unc_auroc_cos", "unc_auroc_l2", "unc_spearman",
@@ -44,7 +45,7 @@ UNCERTAINTY_METRICS = ("norms@5", "norms@50", "norms@95", "unc_auroc_cos", "unc_
 # The EL-nivMF code's defaults: the embedding norm is the vMF concentration, so the backbone must
 # not L2-normalise (``resnet50_frozen``, not Roth's ``..._normalize``).
 FAMILY_FLAG_DEFAULTS = {"arch": "resnet50_frozen", "bs": 64, "storage_metrics": ["c_recall@1"],
-                        "evaluation_metrics": list(metrics.DEFAULT_EVALUATION_METRICS) + list(UNCERTAINTY_METRICS)}  # fmt: skip
+                        "evaluation_metrics": with_default_metrics(*UNCERTAINTY_METRICS)}  # fmt: skip
 
 
 def add_proxyvmf_args(parser) -> None:
@@ -108,11 +109,11 @@ def add_oproxy_args(parser) -> None:
     a("--loss_oproxy_lrmulti", default=2000.0, type=float, help="lr of the oproxy proxies = --lr x this")
 
 
-def masked_logsumexp_add_one(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """log(1 + sum_{mask} exp(x)) along ``dim``; 0 where the mask is empty (the original's masked_bindev_logsumexp)."""
-    x = x.masked_fill(~mask, float("-inf"))
-    zeros = torch.zeros_like(x.narrow(dim, 0, 1))
-    return torch.logsumexp(torch.cat([x, zeros], dim=dim), dim=dim)
+def oproxy_options(opt) -> dict:
+    """Keyword arguments of ``oproxy_loss`` from the ``--loss_oproxy_*`` flags."""
+    return dict(pos_alpha=float(opt.loss_oproxy_pos_alpha), neg_alpha=float(opt.loss_oproxy_neg_alpha),
+                pos_delta=float(opt.loss_oproxy_pos_delta), neg_delta=float(opt.loss_oproxy_neg_delta),
+                mode=opt.loss_oproxy_mode)  # fmt: skip
 
 
 def oproxy_loss(cos_all: torch.Tensor, labels: torch.Tensor, pos_alpha: float, neg_alpha: float,
@@ -128,8 +129,8 @@ def oproxy_loss(cos_all: torch.Tensor, labels: torch.Tensor, pos_alpha: float, n
     same = labels[:, None] == labels[None, :]  # [B, B]
     diff = labels[:, None] != torch.arange(cos_all.shape[1], device=labels.device)[None, :]  # [B, C]
     pos_sims = cos_all[:, labels]  # [B, B]: s_{i, y_j}
-    pos = masked_logsumexp_add_one(-pos_alpha * (pos_sims - pos_delta), same, dim)
-    neg = masked_logsumexp_add_one(neg_alpha * (cos_all - neg_delta), diff, dim)
+    pos = logsumexp_add_one(-pos_alpha * (pos_sims - pos_delta), same, dim)
+    neg = logsumexp_add_one(neg_alpha * (cos_all - neg_delta), diff, dim)
     return pos.mean() + neg.mean()
 
 
@@ -145,12 +146,9 @@ class NivmfProxyCriterion(Criterion):
     # resnet50_frozen, bs 64, storage c_recall@1, evaluation = the default metrics + UNCERTAINTY_METRICS
     flag_defaults = FAMILY_FLAG_DEFAULTS
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
-        self.n_classes = int(opt.n_classes)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
+        self.n_classes = self.classes()
         self.dim = int(opt.embed_dim)
         conc = float(opt.loss_proxyvmf_concentration)
         if conc <= 0:
@@ -162,6 +160,10 @@ class NivmfProxyCriterion(Criterion):
         self.proxy_v = nn.Parameter(F.normalize(torch.randn(self.n_classes, self.dim), dim=1) * conc)
         self.kappa = nn.Parameter(torch.full((self.n_classes, self.dim), conc))
         self.temp = nn.Parameter(torch.tensor(float(opt.loss_proxyvmf_temp)))
+        self.lr_multipliers = (float(opt.loss_proxyvmf_proxylrmulti), float(opt.loss_proxyvmf_conclrmulti),
+                               float(opt.loss_proxyvmf_templrmulti))  # fmt: skip
+        self.init_norm_multiplier = float(opt.loss_proxyvmf_init_norm_multiplier)
+        self.wants_warm_start = bool(opt.loss_proxyvmf_warmstart)
 
     # ------------------------------------------------------------------ parameters
     def directions(self) -> torch.Tensor:
@@ -171,28 +173,23 @@ class NivmfProxyCriterion(Criterion):
         return self.kappa.clamp_min(KAPPA_MIN)
 
     def param_groups(self) -> list[dict]:
-        lr, o = float(self.opt.lr), self.opt
         groups = [
-            {"params": [self.proxy_v], "lr": lr * o.loss_proxyvmf_proxylrmulti, "weight_decay": 0.0,
+            {"params": [self.proxy_v], "lr": self.lr * self.lr_multipliers[0], "weight_decay": 0.0,
              "name": "proxyvmf_proxies"},
-            {"params": [self.kappa], "lr": lr * o.loss_proxyvmf_conclrmulti, "weight_decay": 0.0,
+            {"params": [self.kappa], "lr": self.lr * self.lr_multipliers[1], "weight_decay": 0.0,
              "name": "proxyvmf_concentrations"},
-            {"params": [self.temp], "lr": lr * o.loss_proxyvmf_templrmulti, "weight_decay": 0.0,
+            {"params": [self.temp], "lr": self.lr * self.lr_multipliers[2], "weight_decay": 0.0,
              "name": "proxyvmf_temperature"},
         ]  # fmt: skip
         return [g for g in groups if g["params"][0].requires_grad]
 
     @torch.no_grad()
     def prepare(self, model, loader, device) -> None:
+        """Scale the head's initial weight by ``--loss_proxyvmf_init_norm_multiplier`` (the warm start, if asked
+        for, follows with the train embeddings of the scaled network: ``warm_start``)."""
         head = getattr(model, "last_linear", None)
         if head is not None:
-            head.weight.mul_(float(self.opt.loss_proxyvmf_init_norm_multiplier))
-        if self.opt.loss_proxyvmf_warmstart:
-            from evaluation import extract_embeddings
-
-            emb, labels = extract_embeddings(model, loader, device, amp=getattr(self.opt, "amp", "none"),
-                                             progress=False)  # fmt: skip
-            self.warm_start(emb, labels)
+            head.weight.mul_(self.init_norm_multiplier)
 
     @torch.no_grad()
     def warm_start(self, embeddings: torch.Tensor, labels: torch.Tensor) -> None:
@@ -237,7 +234,7 @@ class NivmfProxyCriterion(Criterion):
         return self.nca_loss(sims, target)
 
     # ------------------------------------------------------------------ outputs
-    def evaluate(self, embeddings, labels, split) -> dict[str, float]:
+    def diagnostics(self) -> dict[str, float]:
         return {"proxy_temperature": float(self.temp.detach()),
                 "proxy_kappa_mean": float(self.concentrations().detach().mean())}  # fmt: skip
 

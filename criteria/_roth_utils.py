@@ -18,8 +18,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from criteria._common import pair_distance
-
 
 def as_index(x, device: torch.device) -> torch.Tensor:
     """A 1-D LongTensor of batch indices from an int, list, array or tensor."""
@@ -95,13 +93,6 @@ def single_positive(pos_mask: torch.Tensor) -> torch.Tensor:
     if len(counts) and not bool((counts == 1).all()):
         raise ValueError("npair tuples need exactly one positive per anchor")
     return pos_mask.long().argmax(dim=1)
-
-
-def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance matrix ``[B, B]``; exact (no sqrt of a clamped expansion) and with a
-    zero (not NaN) gradient on the diagonal, so masked-out self pairs cannot poison backward."""
-    idx = torch.arange(len(x), device=x.device)
-    return pair_distance(x, idx[:, None], idx[None, :])
 
 
 def l2_norm_penalty(embeddings: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ from torch import nn
 import criteria
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TUPLE_MINERS, zero_loss
+from criteria._common import TUPLE_OUTPUTS, zero_loss
 from criteria._roth_utils import grad_reverse
 from utilities.errors import UserError
 
@@ -51,11 +51,12 @@ def base_loss(name: str) -> str:
     if name not in criteria.names():
         others = [n for n in criteria.names() if n != "adversarial_separation"]
         raise argparse.ArgumentTypeError(f"unknown loss '{name}'; choose none or one of: {', '.join(others)}")
-    own = criteria.get_class(name).allowed_miners
-    if own and not set(AdversarialSeparation.allowed_miners) <= set(own):
+    own = criteria.get_class(name).accepts
+    if own and not set(AdversarialSeparation.accepts) <= set(own):
         raise argparse.ArgumentTypeError(
-            f"base loss '{name}' needs --batch_mining {' or '.join(own)}, which adversarial_separation cannot pass "
-            "on; choose a triplet-based base (e.g. margin, triplet), a miner-free one (e.g. multisimilarity) or none"
+            f"base loss '{name}' needs --batch_mining {' or '.join(criteria.accepted_miners(name))}, which "
+            "adversarial_separation cannot pass on; choose a triplet-based base (e.g. margin, triplet), a miner-free "
+            "one (e.g. multisimilarity) or none"
         )
     return name
 
@@ -92,8 +93,8 @@ class AdversarialSeparation(Criterion):
     signature, and ``--diva_*`` flags missing from that parameter file); here the heads are chunks
     of the one embedding, and ``--loss_adversarial_separation_base`` (default: margin, DiVA's
     discriminative loss) trains the full embedding, with the miner passed to it when it takes one.
-    The accepted miners are those of the triplet-based bases (``TRIPLET_MINERS`` and the Roth
-    suite's ``REGULARISING_MINERS``, e.g. ``intra_random`` as DiVA's intra-class task), default
+    The accepted miners are those of the triplet-based bases (outputs ``TRIPLET_OUTPUTS`` and the Roth
+    suite's ``REGULARISING_OUTPUTS``, e.g. ``intra_random`` as DiVA's intra-class task), default
     ``distance``; a base that needs the npair or lifted miner is refused when the flags are parsed
     (see ``base_loss``). With a miner-free base (or 'none') the miner is built but not used.
     One weight in ``--diva_rho_decorrelation`` applies to every direction (the original zips the
@@ -101,11 +102,11 @@ class AdversarialSeparation(Criterion):
     without weight decay; the base criterion's own parameter groups are kept.
     """
 
-    allowed_miners = TUPLE_MINERS  # those of every triplet-based base; see base_loss
+    accepts = TUPLE_OUTPUTS  # those of every triplet-based base; see base_loss
     default_miner = "distance"
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.directions = parse_directions(list(opt.diva_decorrelations))
         weights = [float(w) for w in opt.diva_rho_decorrelation]
         if len(weights) == 1:
@@ -127,24 +128,21 @@ class AdversarialSeparation(Criterion):
             }
         )
         self.regressor_lr = float(opt.diva_decorrnet_lr)
-        self.base = self._build_base(opt, batchminer)
+        self.base = self._build_base(opt, batchminer, n_classes)
+
+    @classmethod
+    def miner_margin(cls, opt) -> float:
+        """The base loss's margin (the triplet margin without a base)."""
+        name = opt.loss_adversarial_separation_base
+        return super().miner_margin(opt) if name == "none" else criteria.get_class(name).miner_margin(opt)
 
     @staticmethod
-    def _build_base(opt, batchminer) -> Criterion | None:
-        try:  # an opt built without the full parser (tests, scripts) gets the parser's check here
-            name = base_loss(str(getattr(opt, "loss_adversarial_separation_base", "none")))
-        except argparse.ArgumentTypeError as err:
-            raise UserError(f"--loss_adversarial_separation_base: {err}") from None
+    def _build_base(opt, batchminer, n_classes) -> Criterion | None:
+        name = opt.loss_adversarial_separation_base  # checked by its argparse type, ``base_loss``
         if name == "none":
             return None
         cls = criteria.get_class(name)
-        if not cls.allowed_miners:
-            return cls(opt, None)
-        miner_name = getattr(batchminer, "name", None)
-        if miner_name not in cls.allowed_miners:
-            raise UserError(f"base loss '{name}' of adversarial_separation needs --batch_mining one of: "
-                            f"{', '.join(cls.allowed_miners)} (got {miner_name})")  # fmt: skip
-        return cls(opt, batchminer)
+        return criteria.select(name, opt, batchminer if cls.accepts else None, n_classes=n_classes)
 
     def separation(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The adversarial separation term alone (gradient-reversed into ``embeddings``)."""

@@ -53,11 +53,11 @@ class Angular(Criterion):
     computed stably instead, equal to the unclamped formula.
     """
 
-    allowed_miners = ("npair",)
+    accepts = ("npair",)
     default_miner = "npair"
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.tan2 = math.tan(math.radians(float(opt.loss_angular_alpha))) ** 2
         self.ang_weight = float(opt.loss_angular_npair_ang_weight)
         self.l2_weight = float(opt.loss_angular_npair_l2)

@@ -53,13 +53,13 @@ class ArcFace(LogitClassifier):
     (init ``--loss_arcface_feature_scale``, lr ``--temp_lr``), as in the vMF paper. ``evaluate`` gives accuracy / ECE of softmax(s cos) on closed-set splits.
     """
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.margin = float(opt.loss_arcface_angular_margin)
-        self.warmup_epochs = int(getattr(opt, "loss_arcface_warmup_epochs", 0))
+        self.warmup_epochs = int(opt.loss_arcface_warmup_epochs)
         self.current_margin = 0.0 if self.warmup_epochs > 0 else self.margin
         log_scale = torch.tensor(math.log(float(opt.loss_arcface_feature_scale)), dtype=torch.float64)
-        if getattr(opt, "loss_arcface_learn_scale", False):
+        if opt.loss_arcface_learn_scale:
             self.log_scale = nn.Parameter(log_scale)
             self.scale_lr = float(opt.temp_lr)
         else:
@@ -67,7 +67,7 @@ class ArcFace(LogitClassifier):
         self.class_lr = float(opt.loss_arcface_lr)
         dim = int(opt.embed_dim)
         self.class_map = nn.Parameter(
-            torch.empty(int(opt.n_classes), dim).uniform_(-1 / math.sqrt(dim), 1 / math.sqrt(dim))
+            torch.empty(self.classes(), dim).uniform_(-1 / math.sqrt(dim), 1 / math.sqrt(dim))
         )
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

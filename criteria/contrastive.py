@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TUPLE_MINERS, mine_triplets, pair_distance, zero_loss
+from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
+from utilities.distances import pair_distance
 
 
 def add_args(parser) -> None:
@@ -36,11 +37,11 @@ class Contrastive(Criterion):
     ``intra_random``, ``random_distance``), whose "negative" may share the anchor's class.
     """
 
-    allowed_miners = TUPLE_MINERS
+    accepts = TUPLE_OUTPUTS
     default_miner = "distance"
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.pos_margin = float(opt.loss_contrastive_pos_margin)
         self.neg_margin = float(opt.loss_contrastive_neg_margin)
 

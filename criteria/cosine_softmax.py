@@ -28,12 +28,12 @@ class CosineSoftmax(TemperatureMixin, LogitClassifier):
     ``--no_learn_temp`` keeps it fixed.
     """
 
-    flag_defaults = {"learn_temp": True}
+    flag_defaults = LogitClassifier.flag_defaults | {"learn_temp": True}
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         d = int(opt.embed_dim)
-        self.class_weights = nn.Parameter(torch.randn(int(opt.n_classes), d) / math.sqrt(d))
+        self.class_weights = nn.Parameter(torch.randn(self.classes(), d) / math.sqrt(d))
         self._init_temp(opt)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -41,7 +41,7 @@ class CosineSoftmax(TemperatureMixin, LogitClassifier):
         return self.beta.to(embeddings.dtype) * (F.normalize(embeddings, dim=1) @ w.T)
 
     def param_groups(self) -> list[dict]:
-        groups = [{"params": [self.class_weights], "lr": self.opt.lr, "weight_decay": 0.0, "name": "cosine_weights"}]
+        groups = [{"params": [self.class_weights], "lr": self.lr, "weight_decay": 0.0, "name": "cosine_weights"}]
         return groups + self.temp_group()
 
     def export(self) -> dict[str, np.ndarray]:

@@ -44,11 +44,8 @@ class Histogram(Criterion):
     gives 0. Takes no miner.
     """
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         nbins = int(opt.loss_histogram_nbins)
         if nbins < 2:
             raise UserError(f"--loss_histogram_nbins must be at least 2, got {nbins}")

@@ -9,11 +9,7 @@ import torch
 from torch import nn
 
 from criteria import register
-from criteria._classifier import LogitClassifier
-from criteria._vmf_eval import closed_set_eval, is_closed_set
-from metrics._base import Context
-from metrics.map_at_r import MAPatR
-from metrics.recall import Recall
+from criteria._classifier import CLASSIFIER_METRICS, LogitClassifier, with_default_metrics
 from utilities.errors import UserError
 
 _MIN_NORM = 1e-15
@@ -91,41 +87,6 @@ def hyperbolic_mlr_logits(x: torch.Tensor, p: torch.Tensor, a: torch.Tensor, c: 
     return lam[None] * a_norm[None] / sc * torch.asinh(arg)
 
 
-def poincare_neighbours(x: torch.Tensor, k: int, c: float, chunk: int | None = None) -> np.ndarray:
-    """[N, k] indices of each ball point's k nearest others (self excluded) in the Poincare distance
-    d(x, y) = 2/sqrt(c) artanh(sqrt(c) ||(-x) (+)_c y||), ranked by ||(-x) (+)_c y||^2 from the Gram matrix:
-    with u = -x, v = y, ||(1 + 2c<u,v> + c||v||^2) u + (1 - c||u||^2) v||^2 / (1 + 2c<u,v> + c^2||u||^2||v||^2)^2."""
-    x = x.double()
-    n = len(x)
-    chunk = chunk or max(1, (1 << 21) // max(n, 1))  # rows per block: a few [chunk, N] float64 temporaries, ~16 MB each
-    sq = (x * x).sum(1)
-    out = np.empty((n, k), dtype=np.int64)
-    for s in range(0, n, chunk):
-        xy = x[s : s + chunk] @ x.T  # [b, N]
-        x2, y2 = sq[s : s + chunk, None], sq[None, :]
-        a = 1 - 2 * c * xy + c * y2
-        b = 1 - c * x2
-        num = a * a * x2 - 2 * a * b * xy + b * b * y2
-        den = 1 - 2 * c * xy + c * c * x2 * y2
-        dist = num.clamp_min(0) / (den * den)
-        dist[torch.arange(len(xy)), torch.arange(s, s + len(xy))] = math.inf
-        out[s : s + chunk] = torch.topk(dist, k, dim=1, largest=False).indices.numpy()
-    return out
-
-
-def poincare_retrieval(x: torch.Tensor, labels, c: float) -> dict[str, float]:
-    """``poincare_recall@1`` and ``poincare_map_at_r`` of ball points x (the suite's Recall@k / MAP@R conventions:
-    self excluded, lone queries left out), the original's hyperbolic retrieval evaluation."""
-    y = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
-    ctx = Context(x.float().numpy(), y)
-    k = max(1, min(int(ctx.class_size.max()) - 1, len(y) - 1))
-    ctx.neighbours["poincare"] = poincare_neighbours(x, k, c)
-    return {
-        "poincare_recall@1": Recall("poincare_recall@1", "poincare", 1)(ctx),
-        "poincare_map_at_r": MAPatR("poincare_map_at_r", "poincare")(ctx),
-    }
-
-
 @register(
     "hyperbolic_softmax",
     paper="Scott et al. 2021 (baseline): hyperbolic multinomial logistic regression (Ganea et al. 2018)",
@@ -142,18 +103,20 @@ class HyperbolicSoftmax(LogitClassifier):
     logits follow ``hyperbolic_mlr_logits``. Parameters init N(0, 1/d)-ish (a) and zero-mean small (p),
     trained at --lr without weight decay.
 
-    ``evaluate``: accuracy / ECE on closed-set splits; on open-set (class-disjoint) splits the original's
-    retrieval in the Poincare distance on the ball points, ``poincare_recall@1`` / ``poincare_map_at_r``
-    (selectable with ``--storage_metrics``; the original selects on validation Recall@1 in that distance).
+    Metrics: accuracy / ECE on closed-set splits (``class_probabilities``) and, by default, the original's
+    retrieval in the Poincare distance on the ball points x = exp_0^c(z) (``poincare_points``):
+    ``poincare_recall@1`` / ``poincare_map_at_r`` (the original selects on validation Recall@1 in that distance).
     """
 
-    selectable_metrics = ("accuracy", "poincare_recall@1", "poincare_map_at_r")
+    flag_defaults = {
+        "evaluation_metrics": with_default_metrics(*CLASSIFIER_METRICS, "poincare_recall@1", "poincare_map_at_r")
+    }
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
-        d, n = int(opt.embed_dim), int(opt.n_classes)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
+        d, n = int(opt.embed_dim), self.classes()
         self.c = float(opt.loss_hyperbolic_softmax_c)
-        self.riemannian = not getattr(opt, "loss_hyperbolic_softmax_euclidean_grad", False)
+        self.riemannian = not opt.loss_hyperbolic_softmax_euclidean_grad
         if not self.c > 0:
             raise UserError(f"--loss_hyperbolic_softmax_c must be > 0, got {self.c}")
         bound = 1 / math.sqrt(d)
@@ -170,11 +133,9 @@ class HyperbolicSoftmax(LogitClassifier):
         x = to_poincare(embeddings, self.c, self.riemannian)
         return hyperbolic_mlr_logits(x, p.to(embeddings.dtype), a.to(embeddings.dtype), self.c)
 
-    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
-        if is_closed_set(self.opt, labels, split):
-            return closed_set_eval(self, self.logits, embeddings, labels, split)
-        with torch.no_grad():
-            return poincare_retrieval(expmap0(embeddings.detach().cpu().double(), self.c), labels, self.c)
+    def poincare_points(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Ball points exp_0^c(z) in float64 (the original evaluates its hyperbolic retrieval on them)."""
+        return expmap0(embeddings.detach().cpu().double(), self.c), self.c
 
     def export(self) -> dict[str, np.ndarray]:
         p, a = self.class_params()

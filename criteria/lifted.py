@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from criteria import register
 from criteria._base import Criterion
 from criteria._common import zero_loss
-from criteria._roth_utils import l2_norm_penalty, pairwise_distances, unpack_sets
+from criteria._roth_utils import l2_norm_penalty, unpack_sets
+from utilities.distances import pairwise_distances
 
 
 def add_args(parser) -> None:
@@ -49,14 +50,14 @@ class Lifted(Criterion):
     bool mask ``[N, B]``). N_p for a positive p that is not itself an anchor: all other-class samples.
     """
 
-    allowed_miners = ("lifted",)
+    accepts = ("lifted",)
     default_miner = "lifted"
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.margin = float(opt.loss_lifted_neg_margin)
         self.l2_weight = float(opt.loss_lifted_l2)
-        self.variant = str(getattr(opt, "loss_lifted_variant", "original"))
+        self.variant = str(opt.loss_lifted_variant)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples=None) -> torch.Tensor:
         if tuples is None:

@@ -9,7 +9,8 @@ from torch import nn
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TUPLE_MINERS, mine_triplets, pair_distance, zero_loss
+from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
+from utilities.distances import pair_distance
 
 
 def add_args(parser) -> None:
@@ -37,15 +38,19 @@ class Margin(Criterion):
     Expects L2-normalised embeddings (a ``_normalize`` architecture).
     """
 
-    allowed_miners = TUPLE_MINERS
+    accepts = TUPLE_OUTPUTS
     default_miner = "distance"
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    @classmethod
+    def miner_margin(cls, opt) -> float:
+        return float(opt.loss_margin_margin)
+
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.margin = float(opt.loss_margin_margin)
         self.nu = float(opt.loss_margin_nu)
         self.beta_lr = float(opt.loss_margin_beta_lr)
-        beta = torch.full((int(opt.n_classes),), float(opt.loss_margin_beta))
+        beta = torch.full((self.classes(),), float(opt.loss_margin_beta))
         self.learn_beta = not opt.loss_margin_beta_constant
         if self.learn_beta:
             self.beta = nn.Parameter(beta)

@@ -40,11 +40,8 @@ class MultiSimilarity(Criterion):
     pytorch-metric-learning keeps one-sided anchors.) Takes no external miner.
     """
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.alpha = float(opt.loss_multisimilarity_pos_weight)
         self.beta = float(opt.loss_multisimilarity_neg_weight)
         self.margin = float(opt.loss_multisimilarity_margin)

@@ -41,11 +41,11 @@ class NPair(Criterion):
     BN-Inception to avoid overflow, which is not needed (nor reproduced) here.
     """
 
-    allowed_miners = ("npair",)
+    accepts = ("npair",)
     default_miner = "npair"
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.l2_weight = float(opt.loss_npair_l2)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, tuples=None) -> torch.Tensor:

@@ -8,7 +8,7 @@ from torch import nn
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._nivmf import add_oproxy_args, oproxy_loss
+from criteria._nivmf import add_oproxy_args, oproxy_loss, oproxy_options
 
 
 def add_args(parser) -> None:
@@ -38,15 +38,11 @@ class OProxy(Criterion):
     offered.
     """
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
-        self.proxies = nn.Parameter(torch.randn(int(opt.n_classes), int(opt.embed_dim)) / 8)
-        self.kw = dict(pos_alpha=float(opt.loss_oproxy_pos_alpha), neg_alpha=float(opt.loss_oproxy_neg_alpha),
-                       pos_delta=float(opt.loss_oproxy_pos_delta), neg_delta=float(opt.loss_oproxy_neg_delta),
-                       mode=opt.loss_oproxy_mode)  # fmt: skip
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
+        self.proxies = nn.Parameter(torch.randn(self.classes(), int(opt.embed_dim)) / 8)
+        self.kw = oproxy_options(opt)
+        self.proxy_lr = self.lr * float(opt.loss_oproxy_lrmulti)
 
     def forward(self, embeddings, labels):
         labels = torch.as_tensor(labels, device=embeddings.device).long()
@@ -54,7 +50,7 @@ class OProxy(Criterion):
         return oproxy_loss(cos, labels, **self.kw)
 
     def param_groups(self):
-        return [{"params": [self.proxies], "lr": self.opt.lr * self.opt.loss_oproxy_lrmulti, "weight_decay": 0.0,
+        return [{"params": [self.proxies], "lr": self.proxy_lr, "weight_decay": 0.0,
                  "name": "oproxy_proxies"}]  # fmt: skip
 
     def export(self):

@@ -31,21 +31,18 @@ class ProxyAnchor(Criterion):
           + 1/|P|  sum_{p in P}  log(1 + sum_{x in X_p-} exp( alpha (s(x, p) + delta)))
 
     Embeddings and proxies are L2-normalised inside (cosine), so any architecture works.
-    One proxy per class (``opt.n_classes`` x ``opt.embed_dim``), initialised with
+    One proxy per class (``n_classes`` x ``--embed_dim``), initialised with
     kaiming-normal (fan_out) and trained at ``--lr`` x ``--loss_proxyanchor_lrmulti`` with
     the backbone's weight decay, as in the original code. Takes no batch miner.
     """
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
-        self.n_classes = int(opt.n_classes)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
+        self.n_classes = self.classes()
         self.alpha = float(opt.loss_proxyanchor_alpha)
         self.delta = float(opt.loss_proxyanchor_delta)
         self.proxy_lr = float(opt.lr) * float(opt.loss_proxyanchor_lrmulti)
-        self.weight_decay = float(getattr(opt, "decay", 0.0))
+        self.weight_decay = float(opt.decay)
         self.proxies = nn.Parameter(torch.empty(self.n_classes, int(opt.embed_dim)))
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 

@@ -40,20 +40,17 @@ class ProxyNCA(Criterion):
     default reduction (``--loss_proxynca_dim 1``, per image), so the flag is honoured here.
     The Roth file returns an undefined name (crashes); here it runs.
 
-    One proxy per class (``opt.n_classes`` x ``opt.embed_dim``), init N(0, 1/64) as in the Roth
+    One proxy per class (``n_classes`` x ``--embed_dim``), init N(0, 1/64) as in the Roth
     suite, trained at ``--lr`` x ``--loss_proxynca_lrmulti`` without weight decay. Takes no miner.
     """
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
-        self.n_classes = int(opt.n_classes)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
+        self.n_classes = self.classes()
         if self.n_classes < 2:
             raise UserError(f"loss 'proxynca' needs at least 2 train classes, got {self.n_classes}")
         self.proxy_lr = float(opt.lr) * float(opt.loss_proxynca_lrmulti)
-        self.scale = float(getattr(opt, "loss_proxynca_scale", SCALE))
+        self.scale = float(opt.loss_proxynca_scale)
         if self.scale <= 0:
             raise UserError(f"--loss_proxynca_scale must be > 0, got {self.scale}")
         self.proxies = nn.Parameter(torch.randn(self.n_classes, int(opt.embed_dim)) / 8)

@@ -13,8 +13,8 @@ from criteria.proxyvmf_panc import PAPER
 class ProxyNcaCos(NivmfProxyCriterion):
     """sim(i, c) = cos(e_i, u_c) / T; NCA loss over the sims. kappa_c is unused, so it is frozen (no param group)."""
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.kappa.requires_grad_(False)
 
     def similarities(self, embeddings, u, kappa, **kwargs):

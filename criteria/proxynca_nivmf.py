@@ -15,7 +15,7 @@ class ProxyNcaNivmf(NivmfProxyCriterion):
     """sim(i, c) = l_c(mu_i) / T: the nivMF proxy log-density at the image's direction (no image uncertainty),
     l_c(z) = log C_d(r_c) + z^T m_c + sum_j log kappa_{c,j} - log r_c; NCA loss over the sims.
 
-    This is DESIGN 5.2's density, the one ``proxyvmf_panc`` integrates. (The original ``proxynca_nivmf`` evaluates
+    This is the paper's nivMF density (docs/methods.md), the one ``proxyvmf_panc`` integrates. (The original ``proxynca_nivmf`` evaluates
     normalise(kappa_c * mu_i)^T m_c instead of mu_i^T m_c, unlike its own ``proxyvmf_panc``.)
     """
 

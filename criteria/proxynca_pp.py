@@ -24,13 +24,11 @@ class ProxyNcaPP(Criterion):
     unsquared distances.) Proxies init randn / 8, trained at --lr x --loss_proxynca_lrmulti without weight decay.
     """
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.scale = float(opt.loss_proxynca_scale)
-        self.proxies = nn.Parameter(torch.randn(int(opt.n_classes), int(opt.embed_dim)) / 8)
+        self.proxy_lr = self.lr * float(opt.loss_proxynca_lrmulti)
+        self.proxies = nn.Parameter(torch.randn(self.classes(), int(opt.embed_dim)) / 8)
 
     def forward(self, embeddings, labels):
         labels = torch.as_tensor(labels, device=embeddings.device).long()
@@ -40,7 +38,7 @@ class ProxyNcaPP(Criterion):
         return (d2.gather(1, labels[:, None]).squeeze(1) + torch.logsumexp(-d2, dim=1)).mean()
 
     def param_groups(self):
-        return [{"params": [self.proxies], "lr": self.opt.lr * self.opt.loss_proxynca_lrmulti, "weight_decay": 0.0,
+        return [{"params": [self.proxies], "lr": self.proxy_lr, "weight_decay": 0.0,
                  "name": "proxynca_pp_proxies"}]  # fmt: skip
 
     def export(self) -> dict[str, np.ndarray]:

@@ -20,10 +20,14 @@ class ProxyVmf(NivmfProxyCriterion):
     The proxy is the isotropic vMF with natural parameter m_c = kappa_c * u_c. NCA loss over the sims.
     """
 
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
+        self.rho = float(opt.loss_proxyvmf_rho)
+
     def similarities(self, embeddings, u, kappa, **kwargs):
         m, r = stretched(u, kappa)
         k_i = torch.linalg.vector_norm(embeddings, dim=1)
         mu_i = F.normalize(embeddings, dim=1)
         ppk = log_ppk_vmf(mu_i[:, None, :], k_i[:, None], (m / r[:, None])[None], r[None, :],
-                          float(self.opt.loss_proxyvmf_rho))  # fmt: skip
+                          self.rho)  # fmt: skip
         return ppk / self.temp

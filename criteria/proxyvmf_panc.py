@@ -1,4 +1,4 @@
-"""EL-nivMF ProxyAnchor (Kirchhof et al. 2022): the paper's headline method, DESIGN section 5.2."""
+"""EL-nivMF ProxyAnchor (Kirchhof et al. 2022): the paper's headline method (docs/methods.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from criteria import register
-from criteria._nivmf import NivmfProxyCriterion, add_proxyvmf_args, nivmf_offset, oproxy_loss, stretched
+from criteria._nivmf import (
+    NivmfProxyCriterion,
+    add_proxyvmf_args,
+    nivmf_offset,
+    oproxy_loss,
+    oproxy_options,
+    stretched,
+)
 from utilities.errors import UserError
 from utilities.vmf import sample_vmf
 
@@ -48,15 +55,13 @@ class ProxyVmfPanc(NivmfProxyCriterion):
     ``forward(..., samples=[S, B, d])`` uses given unit samples instead of drawing (tests, benchmarks).
     """
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.n_samples = int(opt.loss_proxyvmf_n_samples)
         if self.n_samples < 1:
             raise UserError(f"--loss_proxyvmf_n_samples must be >= 1, got {self.n_samples}")
         self.guidance_w = float(opt.loss_proxyvmf_guidance_w)
-        self.oproxy_kw = dict(pos_alpha=float(opt.loss_oproxy_pos_alpha), neg_alpha=float(opt.loss_oproxy_neg_alpha),
-                              pos_delta=float(opt.loss_oproxy_pos_delta), neg_delta=float(opt.loss_oproxy_neg_delta),
-                              mode=opt.loss_oproxy_mode)  # fmt: skip
+        self.oproxy_kw = oproxy_options(opt)
 
     def draw_samples(self, embeddings: torch.Tensor) -> torch.Tensor:
         kappa_i = torch.linalg.vector_norm(embeddings, dim=1)

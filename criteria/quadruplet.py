@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TUPLE_MINERS, mine_triplets, pair_distance, zero_loss
+from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
+from utilities.distances import pair_distance
 
 
 def add_args(parser) -> None:
@@ -42,11 +43,11 @@ class Quadruplet(Criterion):
     k is drawn against those labels too, so the whole quadruplet stays label-shuffled.
     """
 
-    allowed_miners = TUPLE_MINERS
+    accepts = TUPLE_OUTPUTS
     default_miner = "distance"
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.alpha_1 = float(opt.loss_quadruplet_margin_alpha_1)
         self.alpha_2 = float(opt.loss_quadruplet_margin_alpha_2)
         self.generator: torch.Generator | None = None

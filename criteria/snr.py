@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TUPLE_MINERS, mine_triplets, zero_loss
+from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
 
 
 def add_args(parser) -> None:
@@ -43,11 +43,15 @@ class SNR(Criterion):
     averages over the mined anchors (the same when each sample anchors one triplet).
     """
 
-    allowed_miners = TUPLE_MINERS
+    accepts = TUPLE_OUTPUTS
     default_miner = "distance"
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    @classmethod
+    def miner_margin(cls, opt) -> float:
+        return float(opt.loss_snr_margin)
+
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.margin = float(opt.loss_snr_margin)
         self.reg_lambda = float(opt.loss_snr_reg_lambda)
         if getattr(batchminer, "name", None) in REG_OFF_MINERS:

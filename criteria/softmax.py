@@ -32,16 +32,13 @@ class Softmax(Criterion):
     Roth suite, and train at ``--loss_softmax_lr`` without weight decay. Takes no miner.
     """
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.temperature = float(opt.loss_softmax_temperature)
         self.class_lr = float(opt.loss_softmax_lr)
         dim = int(opt.embed_dim)
         self.class_map = nn.Parameter(
-            torch.empty(int(opt.n_classes), dim).uniform_(-1 / math.sqrt(dim), 1 / math.sqrt(dim))
+            torch.empty(self.classes(), dim).uniform_(-1 / math.sqrt(dim), 1 / math.sqrt(dim))
         )
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:

@@ -57,12 +57,9 @@ class SoftTriplet(Criterion):
     Roth code reads a missing ``loss_softtriplet_lr`` flag). Takes no miner.
     """
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
-        self.n_classes = int(opt.n_classes)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
+        self.n_classes = self.classes()
         self.n_centroids = int(opt.loss_softtriplet_n_centroids)
         if self.n_centroids < 1 or float(opt.loss_softtriplet_gamma) <= 0:
             raise UserError("--loss_softtriplet_n_centroids must be >= 1 and --loss_softtriplet_gamma > 0")

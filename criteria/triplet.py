@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import TUPLE_MINERS, mine_triplets, zero_loss
+from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
 
 
 def add_args(parser) -> None:
@@ -28,11 +28,11 @@ class Triplet(Criterion):
     ``_normalize`` architecture); it does not normalise them itself.
     """
 
-    allowed_miners = TUPLE_MINERS
+    accepts = TUPLE_OUTPUTS
     default_miner = "distance"
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.margin = float(opt.loss_triplet_margin)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, triplets=None) -> torch.Tensor:

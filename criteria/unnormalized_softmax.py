@@ -20,10 +20,10 @@ from criteria._classifier import LogitClassifier
 class UnnormalizedSoftmax(LogitClassifier):
     """L = mean_i CE(z_i W^T, y_i); W [C, d] bias-free, init N(0, 1/d), trained at --lr without decay."""
 
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         d = int(opt.embed_dim)
-        self.class_weights = nn.Parameter(torch.randn(int(opt.n_classes), d) / math.sqrt(d))
+        self.class_weights = nn.Parameter(torch.randn(self.classes(), d) / math.sqrt(d))
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return embeddings @ self.class_weights.to(embeddings.dtype).T

@@ -1,4 +1,4 @@
-"""vMF softmax cross-entropy (Scott, Gallagher & Mozer, ICCV 2021), DESIGN section 5.1."""
+"""vMF softmax cross-entropy (Scott, Gallagher & Mozer, ICCV 2021); docs/methods.md."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ from torch import nn
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._vmf_eval import classification_metrics, is_closed_set, sampled_retrieval
+from criteria._classifier import CLASSIFIER_METRICS, with_default_metrics
 from utilities.errors import UserError
 from utilities.vmf import log_vmf_norm, sample_vmf, vmf_mean_resultant
-
-N_RETRIEVAL_SETS = 10
 
 
 def add_args(parser) -> None:
@@ -109,6 +107,7 @@ class TemperatureMixin:
             self.temp = nn.Parameter(t)
         else:
             self.register_buffer("temp", t)
+        self.temp_lr, self.temp_without_momentum = float(opt.temp_lr), opt.optim == "sgd"
 
     @property
     def beta(self) -> torch.Tensor:
@@ -117,8 +116,8 @@ class TemperatureMixin:
     def temp_group(self) -> list[dict]:
         if not isinstance(self.temp, nn.Parameter):
             return []
-        group = {"params": [self.temp], "lr": float(self.opt.temp_lr), "weight_decay": 0.0, "name": "temperature"}
-        if self.opt.optim == "sgd":
+        group = {"params": [self.temp], "lr": self.temp_lr, "weight_decay": 0.0, "name": "temperature"}
+        if self.temp_without_momentum:
             group.update(momentum=0.0, nesterov=False)
         return [group]
 
@@ -157,13 +156,12 @@ class VMFSoftmax(TemperatureMixin, Criterion):
 
     norm_is_certainty = True  # the run ends with uncertainty plots of the test split
 
-    selectable_metrics = ("accuracy", "vmf_recall@1", "vmf_map_at_r")
+    # The paper's metrics: accuracy / calibration (closed-set splits), sampled retrieval, mean concentration.
+    flag_defaults = {"evaluation_metrics": with_default_metrics(*CLASSIFIER_METRICS, "vmf_recall@1", "vmf_map_at_r",
+                                                                "vmf_mean_kappa")}  # fmt: skip
 
-    allowed_miners = ()
-    default_miner = None
-
-    def __init__(self, opt, batchminer=None):
-        super().__init__(opt, batchminer)
+    def __init__(self, opt, batchminer=None, n_classes=None):
+        super().__init__(opt, batchminer, n_classes)
         self.dim = int(opt.embed_dim)
         if self.dim < 2:
             raise UserError(f"vmf_softmax needs --embed_dim >= 2, got {self.dim}")
@@ -172,7 +170,7 @@ class VMFSoftmax(TemperatureMixin, Criterion):
             raise UserError(f"--loss_vmf_softmax_n_samples must be >= 1, got {self.n_samples}")
         self.r = float(opt.kappa_confidence)
         sigma = kappa_sigma(self.r, self.dim)
-        self.class_weights = nn.Parameter(torch.randn(int(opt.n_classes), self.dim) * sigma)
+        self.class_weights = nn.Parameter(torch.randn(self.classes(), self.dim) * sigma)
         self.register_buffer("scale", torch.tensor(1.0))
         self._init_temp(opt)
         self.generator: torch.Generator | None = None
@@ -194,7 +192,7 @@ class VMFSoftmax(TemperatureMixin, Criterion):
         self.scale.fill_(kappa_sigma(self.r, self.dim) / m)
 
     def param_groups(self) -> list[dict]:
-        groups = [{"params": [self.class_weights], "lr": self.opt.lr, "weight_decay": 0.0, "name": "vmf_class_weights"}]
+        groups = [{"params": [self.class_weights], "lr": self.lr, "weight_decay": 0.0, "name": "vmf_class_weights"}]
         return groups + self.temp_group()
 
     # ------------------------------------------------------------------------------ loss
@@ -244,17 +242,20 @@ class VMFSoftmax(TemperatureMixin, Criterion):
         logits = self.beta.float() * torch.einsum("snd,scd->snc", zs, vs)
         return torch.softmax(logits.double(), dim=2).mean(dim=0)
 
+    def class_probabilities(self, embeddings: torch.Tensor, generator=None) -> torch.Tensor:
+        """The sampled prediction ``predict_proba`` (S = ``--loss_vmf_softmax_n_samples``)."""
+        return self.predict_proba(embeddings, generator=generator)
+
     @torch.no_grad()
-    def evaluate(self, embeddings: torch.Tensor, labels: torch.Tensor, split: str) -> dict[str, float]:
-        gen = torch.Generator(device=self.class_weights.device).manual_seed(int(getattr(self.opt, "seed", 0)))
-        out = {}
-        if is_closed_set(self.opt, labels, split):
-            out.update(classification_metrics(self.predict_proba(embeddings, generator=gen), labels))
+    def embedding_samples(self, embeddings: torch.Tensor, n_sets: int, generator=None) -> torch.Tensor:
+        """[n_sets, N, d] draws z ~ vMF(mu_z, kappa_z), one per image and set (CPU)."""
         mu, kappa = self.instance(embeddings.to(self.class_weights.device).float())
-        sets = sample_vmf(mu, kappa, N_RETRIEVAL_SETS, generator=gen).cpu()
-        out.update(sampled_retrieval(list(sets), labels))
-        out["vmf_mean_kappa"] = float(kappa.mean())
-        return out
+        return sample_vmf(mu, kappa, n_sets, generator=generator).cpu()
+
+    @torch.no_grad()
+    def image_concentrations(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """kappa = ||s f(x)|| per image, in float64."""
+        return float(self.scale) * embeddings.detach().cpu().double().norm(dim=1)
 
     def export(self) -> dict[str, np.ndarray]:
         """Scale, class weights, class concentrations ``class_kappa`` = ||w_c|| and the temperature beta."""
@@ -266,8 +267,6 @@ class VMFSoftmax(TemperatureMixin, Criterion):
             "temperature": self.beta.detach().cpu().numpy(),
         }
 
-    @torch.no_grad()
     def export_embeddings(self, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
         """Per-image arrays of one split: ``kappa`` = ||s f(x)|| (the instance concentration)."""
-        norms = embeddings.detach().cpu().double().norm(dim=1)
-        return {"kappa": (float(self.scale) * norms).float().numpy()}
+        return {"kappa": self.image_concentrations(embeddings).float().numpy()}

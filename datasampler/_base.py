@@ -22,15 +22,16 @@ class BatchSampler(torch.utils.data.Sampler):
     Subclasses implement ``batches(rng)``, yielding the global batches of one epoch.
     ``set_epoch(epoch)`` selects the epoch (as ``DistributedSampler``); without it the
     epoch advances by one on every pass. ``rank`` / ``world_size`` (0 / 1) shard each
-    batch across DDP processes.
+    batch across DDP processes. ``batch_size`` is the effective (global) batch size: ``--bs``
+    unless a subclass passes its own (the episodic sampler's classes x samples).
     """
 
     class_based = False  # batches are (classes x samples per class); see ClassBatchSampler
 
-    def __init__(self, opt, labels):
+    def __init__(self, opt, labels, batch_size: int | None = None):
         self.labels = np.asarray(labels).astype(np.int64).reshape(-1)
-        self.batch_size = int(opt.bs)
-        self.seed = int(getattr(opt, "seed", 0))
+        self.batch_size = int(opt.bs if batch_size is None else batch_size)
+        self.seed = int(opt.seed)
         self.epoch = 0
         self.rank, self.world_size = 0, 1
         if self.batch_size <= 0:
@@ -71,7 +72,8 @@ class BatchSampler(torch.utils.data.Sampler):
 
 class ClassBatchSampler(BatchSampler):
     """Base of samplers whose batches hold ``classes_per_batch`` classes with
-    ``samples_per_class`` indices each (``--bs / --samples_per_class`` classes).
+    ``samples_per_class`` indices each (``--bs / --samples_per_class`` classes, unless a
+    subclass passes its own ``batch_size`` / ``samples_per_class``).
 
     Asked for more classes than exist, it takes every class and fills the batch with
     more samples per class (a warning says so); ``counts`` holds the per-class numbers.
@@ -79,12 +81,12 @@ class ClassBatchSampler(BatchSampler):
 
     class_based = True
 
-    def __init__(self, opt, labels):
-        super().__init__(opt, labels)
+    def __init__(self, opt, labels, batch_size: int | None = None, samples_per_class: int | None = None):
+        super().__init__(opt, labels, batch_size)
         self.classes, inverse = np.unique(self.labels, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         self.class_indices = np.split(order, np.cumsum(np.bincount(inverse))[:-1])
-        self.samples_per_class = int(opt.samples_per_class)
+        self.samples_per_class = int(opt.samples_per_class if samples_per_class is None else samples_per_class)
         if self.samples_per_class <= 0:
             raise UserError(f"--samples_per_class must be positive, got {self.samples_per_class}")
         wanted = max(1, self.batch_size // self.samples_per_class)

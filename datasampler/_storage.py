@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from datasampler._base import BatchSampler, ClassBatchSampler
+from utilities.distances import l2_normalize
 from utilities.errors import UserError
 
 SIM_MEASURES = ("euclidean", "cosine")
@@ -96,14 +97,14 @@ class StorageMixin:
     def init_storage_flags(self, opt) -> None:
         self.storage: torch.Tensor | None = None
         self.delta_storage: torch.Tensor | None = None
-        self.bigbs = int(getattr(opt, "data_batchmatch_bigbs", 512))
-        self.n_comps = int(getattr(opt, "data_batchmatch_ncomps", 10))
-        self.update_storage = not getattr(opt, "data_storage_no_update", False)
-        self.low_proj_dim = int(getattr(opt, "data_sampler_lowproj_dim", -1))
-        self.sim_measure = str(getattr(opt, "data_sim_measure", "euclidean"))
-        self.full_refresh = bool(getattr(opt, "data_idx_full_prec", False))
-        self.mb_mom = float(getattr(opt, "data_mb_mom", -1.0))
-        self.mb_lr = float(getattr(opt, "data_mb_lr", 1.0))
+        self.bigbs = int(opt.data_batchmatch_bigbs)
+        self.n_comps = int(opt.data_batchmatch_ncomps)
+        self.update_storage = not opt.data_storage_no_update
+        self.low_proj_dim = int(opt.data_sampler_lowproj_dim)
+        self.sim_measure = str(opt.data_sim_measure)
+        self.full_refresh = bool(opt.data_idx_full_prec)
+        self.mb_mom = float(opt.data_mb_mom)
+        self.mb_lr = float(opt.data_mb_lr)
         if self.bigbs <= 0 or self.n_comps <= 0:
             raise UserError("--data_batchmatch_bigbs and --data_batchmatch_ncomps must be positive")
         if self.sim_measure not in SIM_MEASURES:
@@ -162,7 +163,7 @@ class StorageMixin:
         self.check_storage()
         x = self.storage[torch.as_tensor(indices, dtype=torch.long)].double().numpy()
         if self.sim_measure == "cosine":
-            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            x = l2_normalize(x)
         if self.low_proj_dim > 0:
             bound = 1.0 / np.sqrt(x.shape[1])
             x = x @ rng.uniform(-bound, bound, size=(x.shape[1], self.low_proj_dim))
@@ -180,12 +181,6 @@ class StorageMixin:
                 others = mates  # a single-image class: repeat it
             parts.append(np.concatenate([[idx], rng.choice(others, k, replace=len(others) < k)]))
         return np.concatenate(parts).astype(np.int64)
-
-
-def squared_distances(x: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distance matrix, clipped at 0."""
-    sq = np.einsum("ij,ij->i", x, x)
-    return np.clip(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0, None)
 
 
 class BatchMatchSampler(StorageMixin, ClassBatchSampler):

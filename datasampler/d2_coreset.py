@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from datasampler import register
-from datasampler._storage import CoresetSampler, add_storage_args, squared_distances
+from datasampler._storage import CoresetSampler, add_storage_args
+from utilities.distances import squared_distances
 
 
 def add_args(parser) -> None:
@@ -74,7 +75,7 @@ class D2CoresetSampler(CoresetSampler):
 
     def __init__(self, opt, labels):
         super().__init__(opt, labels)
-        self.lam = float(getattr(opt, "data_d2_coreset_lambda", 1.0))
+        self.lam = float(opt.data_d2_coreset_lambda)
 
     def select(self, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return pool[d2_coreset(self.features(pool, rng), self.k, self.lam, rng)]

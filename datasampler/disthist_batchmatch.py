@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from datasampler import register
-from datasampler._storage import BatchMatchSampler, add_storage_args, squared_distances
+from datasampler._storage import BatchMatchSampler, add_storage_args
+from utilities.distances import squared_distances
 
 N_BINS = 50
 WD_WEIGHT = 75.0  # the Roth suite's weight on the (symmetrised) Wasserstein term

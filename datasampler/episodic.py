@@ -47,9 +47,9 @@ class EpisodicSampler(ClassBatchSampler):
     uniformly x ``--episode_samples`` distinct images per class (a class with fewer images
     gives all of them plus random repeats; the original then yields a smaller batch).
 
-    The batch size is classes x samples: ``--bs`` is ignored, and ``opt.bs`` /
-    ``opt.samples_per_class`` are set to the episode's values when the sampler is built.
-    Asking for more classes than the training split has uses all of them (with a warning).
+    The batch size is classes x samples (``sampler.batch_size``, the run's effective batch size):
+    ``--bs`` and ``--samples_per_class`` are ignored. Asking for more classes than the training
+    split has uses all of them (with a warning).
     """
 
     def __init__(self, opt, labels):
@@ -64,8 +64,7 @@ class EpisodicSampler(ClassBatchSampler):
             n_cls = available
         if int(opt.bs) != n_cls * n_smp:
             log.info(f"episodic sampler: batch size {n_cls} classes x {n_smp} samples = {n_cls * n_smp} (--bs ignored)")
-        opt.bs, opt.samples_per_class = n_cls * n_smp, n_smp
-        super().__init__(opt, labels)
+        super().__init__(opt, labels, batch_size=n_cls * n_smp, samples_per_class=n_smp)
         self.n_batches = n_episodes if n_episodes > 0 else max(1, len(self.labels) // self.batch_size)
 
     def batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from datasampler import register
-from datasampler._storage import CoresetSampler, add_storage_args, squared_distances
+from datasampler._storage import CoresetSampler, add_storage_args
+from utilities.distances import squared_distances
 
 
 def add_args(parser) -> None:
@@ -67,8 +68,8 @@ class GreedyCoresetSampler(CoresetSampler):
 
     def __init__(self, opt, labels):
         super().__init__(opt, labels)
-        self.softened = bool(getattr(opt, "data_gc_softened", False))
-        self.lim = float(getattr(opt, "data_gc_coreset_lim", 1e-9))
+        self.softened = bool(opt.data_gc_softened)
+        self.lim = float(opt.data_gc_coreset_lim)
 
     def select(self, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Dataset indices of the k coreset points of ``pool``."""

@@ -3,7 +3,8 @@
 Returns a dict with the keys ``training`` (train transforms), ``evaluation`` (the
 train images with test transforms), ``validation`` (None unless a validation split
 is requested) and ``testing``; each is a ``torch.utils.data.Dataset`` yielding
-``(image, label, index)`` with integer labels (``training`` labels are 0..C-1).
+``(image, label, index)`` with integer labels (``training`` labels are 0..C-1) and states
+``closed_set``: whether its classes are the train classes (classification splits).
 A dataset registers ``defaults``: the values its unset flags take (for ``digits``:
 the small CNN without pretrained weights). Add one by writing a module here with
 ``@register("name", defaults={...})`` on a loader ``def load(opt) -> dict``.

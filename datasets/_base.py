@@ -1,7 +1,8 @@
 """Dataset classes and transforms shared by every loader.
 
 Each split yields ``(image_tensor, label_int, index_int)`` and exposes ``labels`` (numpy
-int array), ``class_names`` (``class_names[label]``) and ``raw_image(i)`` (the untransformed
+int array), ``class_names`` (``class_names[label]``), ``closed_set`` (True when its classes
+are the train classes, with the train labels) and ``raw_image(i)`` (the untransformed
 PIL image, for image grids); file-based splits also expose ``image_paths``.
 """
 
@@ -26,7 +27,7 @@ BNINCEPTION_MEAN, BNINCEPTION_STD = (128 / 255, 117 / 255, 104 / 255), (1 / 255,
 
 
 def uses_bninception(opt) -> bool:
-    return "bninception" in str(getattr(opt, "arch", ""))
+    return "bninception" in str(opt.arch)
 
 
 class ToBGR:
@@ -48,8 +49,8 @@ def image_transforms(opt, train: bool) -> Callable:
     RandomCrop(s) + flip; ``none`` trains on the test transforms. ImageNet mean/std, or the
     BGR 0-255 convention for ``bninception`` archs.
     """
-    mode = getattr(opt, "augmentation", "base")
-    size = int(getattr(opt, "image_size", 224))
+    mode = opt.augmentation
+    size = int(opt.image_size)
     resize = round(size * 256 / 224)
     if mode == "big":  # the Roth suite: 256 px crops, test images still resized to 256
         size = resize
@@ -83,6 +84,8 @@ def load_rgb(path: str) -> Image.Image:
 class ImageFileDataset(Dataset):
     """Images read from files: ``paths[i]`` has label ``labels[i]``; transforms applied on load."""
 
+    closed_set = False  # set per split by ``datasets._splits.assemble``
+
     def __init__(self, paths: Sequence[str], labels: Sequence[int], transform: Callable | None,
                  class_names: Sequence[str] | None = None):  # fmt: skip
         self.image_paths = [str(p) for p in paths]
@@ -109,6 +112,8 @@ class TensorImageDataset(Dataset):
     ``indices`` selects the split's rows (the tensor is shared between splits, not copied);
     ``transform`` acts on the float image in [0, 1] (``Normalize``, random crops, ...).
     """
+
+    closed_set = False  # set per split by ``datasets._splits.assemble``
 
     def __init__(self, images: torch.Tensor, labels: Sequence[int], transform: Callable | None,
                  class_names: Sequence[str] | None = None, indices: Sequence[int] | None = None):  # fmt: skip

@@ -15,7 +15,9 @@ Protocols (``--split_protocol``):
 
 Labels: ``training`` labels are 0..C-1 (sorted train classes). ``validation`` and ``testing``
 use the same mapping when all their classes are train classes (classification), else
-their original class ids (class-disjoint retrieval).
+their original class ids (class-disjoint retrieval). Each split states which it is:
+``split.closed_set`` is True when its classes are the train classes (accuracy and
+calibration of a classifier make sense there).
 """
 
 from __future__ import annotations
@@ -103,20 +105,20 @@ def stratified_split(classes: np.ndarray, test_share: float, seed: int) -> tuple
 def carve_validation(classes: np.ndarray, opt, classification: bool, vmf_exact: dict[int, Sequence[int]] | None = None,
                      vmf_fraction: float = 0.15) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
     """Split the train pool (item class ids ``classes``) into train / validation item indices."""
-    if getattr(opt, "split_protocol", "roth") == "vmf":
+    if opt.split_protocol == "vmf":
         if classification:
             return stratified_split(classes, 0.15, VMF_SEED)
         uniq = np.unique(classes)
         val_classes = uniq[vmf_validation_classes(len(uniq), vmf_exact or {}, vmf_fraction)]
         in_val = np.isin(classes, val_classes)
         return np.flatnonzero(~in_val), np.flatnonzero(in_val)
-    if not getattr(opt, "use_tv_split", False):
+    if not opt.use_tv_split:
         return np.arange(len(classes)), None
-    share = float(getattr(opt, "tv_split_perc", 0.8))
-    seed = int(getattr(opt, "seed", 0)) if getattr(opt, "tv_split_random", False) else None
+    share = float(opt.tv_split_perc)
+    seed = int(opt.seed) if opt.tv_split_random else None
     if not 0 < share < 1:
         raise UserError(f"--tv_split_perc must lie in (0, 1), got {share}")
-    if getattr(opt, "tv_split_by_samples", False):
+    if opt.tv_split_by_samples:
         return split_by_samples(classes, share, seed)
     return split_by_classes(classes, share, seed)
 
@@ -148,23 +150,22 @@ def assemble(train_items: np.ndarray, train_classes: np.ndarray, test_items: np.
     mapping = {int(c): i for i, c in enumerate(uniq)}
     train_names = [class_names[c] for c in uniq]
 
-    def relabel(classes: np.ndarray) -> tuple[np.ndarray, list]:
-        if set(np.unique(classes).tolist()) <= set(mapping):
-            return np.array([mapping[int(c)] for c in classes], dtype=np.int64), train_names
-        return classes, list(class_names)
+    def split(items, classes: np.ndarray, train: bool = False):
+        """One split; a split whose classes are all train classes is closed-set: it shares the train labels."""
+        closed = set(np.unique(classes).tolist()) <= set(mapping)
+        if closed:
+            dataset = make(items, np.array([mapping[int(c)] for c in classes], dtype=np.int64), train, train_names)
+        else:
+            dataset = make(items, classes, train, list(class_names))
+        dataset.closed_set = closed
+        return dataset
 
-    train_labels = relabel(train_classes)[0]
     out = {
-        "training": make(train_items, train_labels, True, train_names),
-        "evaluation": make(train_items, train_labels, False, train_names),
+        "training": split(train_items, train_classes, train=True),
+        "evaluation": split(train_items, train_classes),
         "validation": None,
-        "testing": make(test_items, *_swap(relabel(test_classes))),
+        "testing": split(test_items, test_classes),
     }
     if val_items is not None:
-        out["validation"] = make(np.asarray(val_items), *_swap(relabel(np.asarray(val_classes, dtype=np.int64))))
+        out["validation"] = split(np.asarray(val_items), np.asarray(val_classes, dtype=np.int64))
     return out
-
-
-def _swap(labels_names: tuple[np.ndarray, list]) -> tuple[np.ndarray, bool, list]:
-    labels, names = labels_names
-    return labels, False, names

@@ -58,7 +58,7 @@ def load_torchvision(name: str, opt) -> dict:
     train_y, test_y = np.asarray(train.targets, dtype=np.int64), np.asarray(test.targets, dtype=np.int64)
     size = train_x.shape[-1]
     normalize = transforms.Normalize(spec["mean"], spec["std"])
-    augment = spec["crop"] and getattr(opt, "augmentation", "base") != "none"
+    augment = spec["crop"] and opt.augmentation != "none"
     train_tf = transforms.Compose([transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip(), normalize]
                                   if augment else [normalize])  # fmt: skip
     images = torch.cat([train_x, test_x])

@@ -46,6 +46,6 @@ def vmf_validation_positions(folders: list[str]) -> list[int]:
 def load(opt) -> dict:
     root = os.path.join(opt.source_path, "cars196", "images")
     exact = None
-    if getattr(opt, "split_protocol", "roth") == "vmf":
+    if opt.split_protocol == "vmf":
         exact = {98: vmf_validation_positions(class_folders(root, LAYOUT))}
     return load_half_split(opt, root, LAYOUT, exact, 15 / 98)

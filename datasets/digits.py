@@ -73,13 +73,13 @@ def load(opt) -> dict:
     data = load_digits()
     images = data.images.astype(np.float64) / 16.0
     classes = data.target.astype(np.int64)
-    seed = int(getattr(opt, "seed", 0))
-    max_strength = float(getattr(opt, "digits_corruption", 0.0) or 0.0)
+    seed = int(opt.seed)
+    max_strength = float(opt.digits_corruption)
     if max_strength < 0:
         raise UserError(f"--digits_corruption must be >= 0, got {max_strength}")
     strength = None
     if max_strength > 0:
-        images, strength = corrupt(images, max_strength, getattr(opt, "digits_corruption_type", "both"), seed)
+        images, strength = corrupt(images, max_strength, opt.digits_corruption_type, seed)
     tensor = torch.from_numpy(images).float().unsqueeze(1)
     normalize = transforms.Normalize((MEAN,), (STD,))
     names = [str(c) for c in range(10)]
@@ -90,7 +90,7 @@ def load(opt) -> dict:
         return ds
 
     idx = np.arange(len(classes))
-    if getattr(opt, "digits_split", "dml") == "classification":
+    if opt.digits_split == "classification":
         rest, test = stratified_split(classes, 0.2, seed)
         keep, val = stratified_split(classes[rest], 0.15, seed)
         train, val = rest[keep], rest[val]

@@ -29,7 +29,7 @@ def add_args(parser) -> None:
 
 @register("folder", paper="generic class-folder images", flags="--folder_root", defaults={})
 def load(opt) -> dict:
-    root = os.path.join(opt.source_path, getattr(opt, "folder_root", "folder"))
+    root = os.path.join(opt.source_path, opt.folder_root)
     train_dir, test_dir = os.path.join(root, "train"), os.path.join(root, "test")
     if not (os.path.isdir(train_dir) and os.path.isdir(test_dir)):
         return load_half_split(opt, root, LAYOUT)

@@ -70,12 +70,17 @@ SECTION_NOTES = {
 
 
 def miner_notes(entry) -> list[str]:
-    """For a criterion (an entry whose class declares ``allowed_miners``): its accepted and default miners."""
-    allowed = getattr(entry.obj, "allowed_miners", None)
-    if allowed is None:
+    """For a criterion (an entry whose class declares ``accepts``): the miners whose output it accepts and its
+    default miner; for a miner: its output."""
+    if hasattr(entry.obj, "output"):
+        return [f"output: {entry.obj.output}"]
+    if not hasattr(entry.obj, "accepts"):
         return []
-    if not allowed:
+    import criteria
+
+    if not entry.obj.accepts:
         return ["miners: none (takes no --batch_mining)"]
+    allowed = criteria.accepted_miners(entry.name)
     return [f"miners: {', '.join(allowed)}", f"default miner: {entry.obj.default_miner}"]
 
 

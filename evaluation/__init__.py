@@ -2,13 +2,16 @@
 
 ``compute_metrics(embeddings, labels, metrics, device)`` validates the metric names,
 computes the shared inputs ONCE (one exact k-NN search per geometry with the largest k
-any metric needs, one k-means per geometry), and evaluates every metric on them.
+any metric needs, one k-means per geometry, the views of the loss that metrics read),
+and evaluates every metric on them. ``loss_views(criterion, embeddings, closed_set, seed)``
+is the view provider of a trained loss (class probabilities, sampled embeddings, ...).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -16,12 +19,38 @@ import torch
 import metrics as metric_registry
 from evaluation.clustering import kmeans as _kmeans
 from evaluation.extract import extract_embeddings
-from evaluation.knn import as_numpy_float32
+from evaluation.knn import as_numpy_float32, knn_poincare
 from evaluation.knn import knn as _knn
-from metrics._base import GEOMETRIES, Context
+from evaluation.views import loss_views
+from metrics import GEOMETRIES, POINCARE, VIEWS, Context
 from utilities.errors import UserError
 
-__all__ = ["compute_metrics", "extract_embeddings"]
+__all__ = ["compute_metrics", "extract_embeddings", "loss_views"]
+
+ViewProvider = Callable[[str], object]
+
+
+def _view_available(views: ViewProvider | None, name: str) -> bool:
+    """Whether the provider gives view ``name`` (asked without computing it when the provider can say so)."""
+    if views is None:
+        return False
+    available = getattr(views, "available", None)
+    return available(name) if available is not None else views(name) is not None
+
+
+def _resolve_views(ctx: Context, objs: list, views: ViewProvider | None) -> list:
+    """Fill ``ctx.views`` with what the metrics need, in ``VIEWS`` order; return the metrics that can run."""
+    needed = {m.requires.needed_view for m in objs} - {None}
+    for name in VIEWS:
+        if name in needed and views is not None:
+            value = views(name)
+            if value is not None:
+                ctx.views[name] = value
+    return [m for m in objs if m.requires.needed_view is None or m.requires.needed_view in ctx.views]
+
+
+def _neighbours_needed(requirements: list, n_points: int, max_class_size: int) -> int:
+    return max((r.neighbours_needed(n_points, max_class_size) for r in requirements), default=0)
 
 
 def compute_metrics(
@@ -32,13 +61,18 @@ def compute_metrics(
     *,
     seed: int = 0,
     timings: dict[str, float] | None = None,
+    views: ViewProvider | None = None,
 ) -> dict[str, float]:
-    """Metric name -> value for the embeddings of one split (names as in DESIGN section 7).
+    """Metric name -> value for the embeddings of one split (names as in ``metrics``).
 
     embeddings: [N, D] tensor or array (any float dtype; evaluated in float32).
     labels: [N] integer class labels. device: where the k-NN search runs ('cuda...': torch
     chunked matmul; else faiss on CPU). seed: k-means seed. timings: if given, filled with
     wall seconds per stage ('knn_euclidean', 'kmeans_cosine', 'metrics', ...).
+    views: ``views(name)`` gives what a loss offers beyond the embeddings (a key of
+    ``metrics.VIEWS``, e.g. ``"probabilities"``) or None; see ``loss_views``. A metric whose
+    view is not given (no provider, or a split that has none) is left out of the result.
+    Views are computed lazily, in ``metrics.VIEWS`` order, only when a requested metric reads them.
 
     Non-finite embeddings (a diverged run) give NaN for every metric, with a warning.
     """
@@ -61,7 +95,8 @@ def compute_metrics(
         )
     if not np.isfinite(x).all():
         warnings.warn("embeddings contain NaN or inf (did training diverge?); every metric is NaN", stacklevel=2)
-        return {m.name: float("nan") for m in objs}
+        return {m.name: float("nan") for m in objs
+                if m.requires.needed_view is None or _view_available(views, m.requires.needed_view)}  # fmt: skip
 
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -69,11 +104,13 @@ def compute_metrics(
         device = torch.device("cpu")
 
     ctx = Context(x, y)
+    objs = _resolve_views(ctx, objs, views)
     max_class_size = int(ctx.class_size.max())
     n_classes = len(np.unique(y))
+    on_embeddings = [m.requires for m in objs if m.requires.view != "samples"]
     for geometry in GEOMETRIES:
-        wanted = [m.requires for m in objs if m.requires.geometry == geometry]
-        k = max((r.neighbours_needed(len(x), max_class_size) for r in wanted), default=0)
+        wanted = [r for r in on_embeddings if r.geometry == geometry]
+        k = _neighbours_needed(wanted, len(x), max_class_size)
         if k > 0:
             start = time.perf_counter()
             ctx.neighbours[geometry] = _knn(x, k, geometry, device)[1]
@@ -82,6 +119,23 @@ def compute_metrics(
             start = time.perf_counter()
             ctx.clusters[geometry] = _kmeans(x, n_classes, geometry, seed=seed)
             timings[f"kmeans_{geometry}"] = time.perf_counter() - start
+    k = _neighbours_needed([r for r in on_embeddings if r.geometry == POINCARE], len(x), max_class_size)
+    if k > 0:
+        start = time.perf_counter()
+        points, curvature = ctx.views[POINCARE]
+        ctx.neighbours[POINCARE] = knn_poincare(points, k, curvature)
+        timings[f"knn_{POINCARE}"] = time.perf_counter() - start
+    on_samples = [m.requires for m in objs if m.requires.view == "samples"]
+    if on_samples:
+        start = time.perf_counter()
+        for s in ctx.views["samples"]:
+            sample = Context(as_numpy_float32(s), y)
+            for geometry in GEOMETRIES:
+                k = _neighbours_needed([r for r in on_samples if r.geometry == geometry], len(x), max_class_size)
+                if k > 0:
+                    sample.neighbours[geometry] = _knn(sample.embeddings, k, geometry, device)[1]
+            ctx.sampled.append(sample)
+        timings["knn_samples"] = time.perf_counter() - start
 
     start = time.perf_counter()
     out = {m.name: float(m(ctx)) for m in objs}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from evaluation.knn import as_numpy_float32, l2_normalize
-from metrics._base import GEOMETRIES
+from evaluation.knn import as_numpy_float32
+from metrics import GEOMETRIES
+from utilities.distances import l2_normalize
 
 N_ITER = 20
 

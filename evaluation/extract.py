@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _gather(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    """Concatenate each tensor over all DDP ranks (CPU tensors; no-op without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return list(tensors)
-    parts = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, tensors)
-    return [torch.cat([p[i] for p in parts]) for i in range(len(tensors))]
+from utilities.distributed import gather_cat_cpu
+from utilities.precision import autocast
 
 
 def extract_embeddings(
@@ -38,14 +27,12 @@ def extract_embeddings(
     and its previous train/eval mode is restored afterwards.
     """
     device = torch.device(device)
-    use_amp = amp in AMP_DTYPES and device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=AMP_DTYPES[amp]) if use_amp else contextlib.nullcontext()
     was_training = model.training
     model.eval()
     embeds, labels, indices = [], [], []
     seen = 0
     try:
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast(amp, device):
             for batch in tqdm(loader, desc="Embedding", disable=not progress, leave=False):
                 images, batch_labels, *rest = batch
                 batch_indices = rest[0] if rest else torch.arange(seen, seen + len(images))
@@ -60,7 +47,7 @@ def extract_embeddings(
         model.train(was_training)
     if not embeds:
         raise ValueError("extract_embeddings: the loader yielded no batches")
-    x, y, idx = _gather(torch.cat(embeds), torch.cat(labels), torch.cat(indices))
+    x, y, idx = gather_cat_cpu(torch.cat(embeds), torch.cat(labels), torch.cat(indices))
     idx, order = torch.sort(idx, stable=True)
     first = torch.ones_like(idx, dtype=torch.bool)
     first[1:] = idx[1:] != idx[:-1]  # drop repeats (DistributedSampler pads shards with duplicates)

@@ -1,6 +1,7 @@
 """Exact k-nearest-neighbour search of a set against itself, self excluded.
 
-One search serves every neighbour-based metric of a geometry. CPU: faiss brute force
+One search serves every neighbour-based metric of a geometry. ``knn_poincare`` searches points of a Poincare
+ball (the hyperbolic softmax's geometry). CPU: faiss brute force
 (``faiss.knn``, the search of IndexFlatL2 / IndexFlatIP without copying the data into an
 index). CUDA: torch, chunked matmul + topk in float32 (TF32 switched off for the call).
 Memory: the embeddings, one [chunk, N] score block and the [N, k] outputs; never N x N.
@@ -9,12 +10,14 @@ Memory: the embeddings, one [chunk, N] score block and the [N, k] outputs; never
 from __future__ import annotations
 
 import contextlib
+import math
 
 import faiss
 import numpy as np
 import torch
 
-from metrics._base import GEOMETRIES
+from metrics import GEOMETRIES
+from utilities.distances import l2_normalize
 
 
 def as_numpy_float32(embeddings) -> np.ndarray:
@@ -22,11 +25,6 @@ def as_numpy_float32(embeddings) -> np.ndarray:
     if isinstance(embeddings, torch.Tensor):
         embeddings = embeddings.detach().to("cpu", torch.float32).numpy()
     return np.ascontiguousarray(embeddings, dtype=np.float32)
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit norm (zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12).astype(np.float32)
 
 
 def drop_self(dists: np.ndarray, ids: np.ndarray, first_row: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,3 +122,29 @@ def knn(
     if backend == "torch":
         return _knn_torch(x, k, metric, device, chunk_size)
     raise ValueError(f"backend must be 'faiss' or 'torch', got {backend!r}")
+
+
+def knn_poincare(points: torch.Tensor, k: int, c: float, chunk: int | None = None) -> np.ndarray:
+    """[N, k] indices of each ball point's k nearest others (self excluded) in the Poincare distance
+    d(x, y) = 2/sqrt(c) artanh(sqrt(c) ||(-x) (+)_c y||), ranked by ||(-x) (+)_c y||^2 from the Gram matrix:
+    with u = -x, v = y, ||(1 + 2c<u,v> + c||v||^2) u + (1 - c||u||^2) v||^2 / (1 + 2c<u,v> + c^2||u||^2||v||^2)^2.
+
+    points: [N, d] inside the ball of curvature c (computed in float64). Memory: a few [chunk, N] blocks.
+    """
+    x = torch.as_tensor(points).detach().cpu().double()
+    n = len(x)
+    chunk = chunk or max(1, (1 << 21) // max(n, 1))  # rows per block: a few [chunk, N] float64 temporaries, ~16 MB each
+    sq = (x * x).sum(1)
+    out = np.empty((n, k), dtype=np.int64)
+    with torch.no_grad():
+        for s in range(0, n, chunk):
+            xy = x[s : s + chunk] @ x.T  # [b, N]
+            x2, y2 = sq[s : s + chunk, None], sq[None, :]
+            a = 1 - 2 * c * xy + c * y2
+            b = 1 - c * x2
+            num = a * a * x2 - 2 * a * b * xy + b * b * y2
+            den = 1 - 2 * c * xy + c * c * x2 * y2
+            dist = num.clamp_min(0) / (den * den)
+            dist[torch.arange(len(xy)), torch.arange(s, s + len(xy))] = math.inf
+            out[s : s + chunk] = torch.topk(dist, k, dim=1, largest=False).indices.numpy()
+    return out

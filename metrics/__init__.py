@@ -3,8 +3,9 @@
 Metric names are ``<family>`` or ``<family>@<arg>`` (``e_recall@4``,
 ``rho_spectrum@10``, ``dists@intra``). ``metrics.select(name)`` returns a metric
 object with ``requires`` (what shared inputs it needs: neighbours per geometry,
-clustering, raw embeddings) and ``__call__(context) -> float``; see
-``evaluation.compute_metrics``, which computes the shared inputs once.
+clustering, raw embeddings, a view the loss offers such as class probabilities)
+and ``__call__(context) -> float``; see ``evaluation.compute_metrics``, which
+computes the shared inputs once.
 """
 
 from __future__ import annotations
@@ -32,5 +33,9 @@ def add_args(parser) -> None:
 
 import_submodules(__name__, __path__)
 
+from metrics._base import GEOMETRIES as GEOMETRIES  # noqa: E402
+from metrics._base import POINCARE as POINCARE  # noqa: E402
+from metrics._base import VIEWS as VIEWS  # noqa: E402
+from metrics._base import Context as Context  # noqa: E402
 from metrics._select import select as select  # noqa: E402
 from metrics._select import validate as validate  # noqa: E402

@@ -21,7 +21,18 @@ from functools import cached_property
 
 import numpy as np
 
-GEOMETRIES = ("euclidean", "cosine")
+GEOMETRIES = ("euclidean", "cosine")  # of the raw embeddings; the evaluation runs one k-NN search per geometry
+POINCARE = "poincare"  # neighbours on the loss's Poincare ball (the points come from the "poincare" view)
+
+# What a loss can offer the metrics beyond the raw embeddings ("views" of one split), in the order they are
+# computed (a seeded generator is shared, so the order fixes the draws). A metric names the view it needs in
+# ``Requires.view``; where the loss or the split cannot give it, the metric is left out of the results.
+VIEWS = {
+    "probabilities": "class probabilities [N, C] of the loss's classifier (closed-set splits only)",
+    "samples": "sampled embedding sets [S, N, d] of a probabilistic loss",
+    "poincare": "points [N, d] on the loss's Poincare ball and its curvature c",
+    "kappa": "per-image concentrations [N] of a probabilistic loss",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,8 @@ class Requires:
         largest class size - 1 (MAP@R and R-precision read the first R of each query).
     kmeans: needs k-means cluster ids in ``geometry`` (k = number of classes).
     embeddings: needs the raw embedding matrix.
+    view: a key of ``VIEWS`` the metric reads (``ctx.views[view]``). With ``view="samples"`` the geometry, k and
+        r_offset apply to each sampled set (``ctx.sampled``, one ``Context`` per set) instead of the raw embeddings.
     """
 
     geometry: str | None = None
@@ -42,6 +55,12 @@ class Requires:
     r_offset: int | None = None
     kmeans: bool = False
     embeddings: bool = False
+    view: str | None = None
+
+    @property
+    def needed_view(self) -> str | None:
+        """The view this metric cannot do without (the Poincare geometry needs the ball's points)."""
+        return self.view or (POINCARE if self.geometry == POINCARE else None)
 
     def neighbours_needed(self, n_points: int, max_class_size: int) -> int:
         """Neighbours to search for (self excluded), capped at ``n_points - 1``."""
@@ -58,6 +77,8 @@ class Context:
     labels: int64 [N].
     neighbours: geometry -> int [N, k] neighbour ids, nearest first, self excluded.
     clusters: geometry -> int [N] k-means cluster ids.
+    views: view name -> what the loss gave (see ``VIEWS``); absent when it gave nothing.
+    sampled: one ``Context`` per sampled embedding set (``views["samples"]``), with its own neighbours.
     """
 
     def __init__(
@@ -71,6 +92,8 @@ class Context:
         self.labels = np.asarray(labels, dtype=np.int64)
         self.neighbours = neighbours or {}
         self.clusters = clusters or {}
+        self.views: dict[str, object] = {}
+        self.sampled: list[Context] = []
         self._hits: dict[str, np.ndarray] = {}
 
     @cached_property

@@ -6,13 +6,10 @@ import numpy as np
 
 from metrics import register
 from metrics._base import Context, Metric, Requires
+from utilities.distances import l2_normalize
 
 PAPER = "Roth et al. 2020, Revisiting Training Strategies and Generalization Performance in Deep Metric Learning"
 MODES = ("intra", "inter", "intra_over_inter")
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _mean_offdiagonal_cosine_distance(unit_sum_sq: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -24,7 +21,7 @@ def intra_class_distance(x: np.ndarray, labels: np.ndarray) -> float:
     """Mean over classes with >= 2 items of the mean pairwise cosine distance within the class."""
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     sums = np.zeros((len(counts), x.shape[1]))
-    np.add.at(sums, inverse.reshape(-1), _normalize(x.astype(np.float64)))
+    np.add.at(sums, inverse.reshape(-1), l2_normalize(x.astype(np.float64)))
     keep = counts > 1
     per_class = _mean_offdiagonal_cosine_distance((sums[keep] ** 2).sum(1), counts[keep].astype(np.float64))
     return float(per_class.mean()) if per_class.size else float("nan")
@@ -38,7 +35,7 @@ def inter_class_distance(x: np.ndarray, labels: np.ndarray) -> float:
     c = float(len(counts))
     if c < 2:
         return float("nan")
-    s = _normalize(means).sum(0)
+    s = l2_normalize(means).sum(0)
     return float(_mean_offdiagonal_cosine_distance(s @ s, c))
 
 

@@ -1,4 +1,4 @@
-"""MAP@R (Musgrave et al. 2020): ``map_at_r`` (Euclidean) and ``c_map_at_r`` (cosine)."""
+"""MAP@R (Musgrave et al. 2020): ``map_at_r`` (Euclidean), ``c_map_at_r`` (cosine), ``poincare_map_at_r`` (Poincare ball)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ PAPER = "Musgrave et al. 2020, A Metric Learning Reality Check"
 
 @register("map_at_r", paper=PAPER, geometry="euclidean", form="map_at_r")
 @register("c_map_at_r", paper=PAPER, geometry="cosine", form="c_map_at_r")
+@register("poincare_map_at_r", paper=PAPER, geometry="poincare", form="poincare_map_at_r")
 class MAPatR(Metric):
     """MAP@R = mean over queries of (1/R) sum_{i <= R} P(i) rel(i).
 

@@ -1,4 +1,4 @@
-"""Uncertainty metrics of probabilistic embeddings (Kirchhof et al. 2022; DESIGN section 7).
+"""Uncertainty metrics of probabilistic embeddings (Kirchhof et al. 2022; docs/running.md, metrics).
 
 The certainty of an item is its embedding norm (= the vMF concentration kappa of EL-nivMF). "Correct" means the
 query's nearest neighbour (self excluded) shares its label; lone queries are left out.

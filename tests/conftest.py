@@ -1,17 +1,138 @@
-"""Test set-up: the suite runs from its checkout, so put the repo root on sys.path."""
+"""Shared test set-up and fixtures. Test folders mirror the packages; tests never import each other.
 
+The repository root is on ``sys.path`` (pyproject's ``pythonpath``); test modules are imported with
+``--import-mode=importlib``, so two folders may hold files of the same name. Fixtures here:
+
+* ``make_opt(*argv, **flags)``: options exactly as ``python main.py`` builds them (``parameters.parse_args``:
+  dataset and loss defaults, checks), e.g. ``make_opt("--loss", "margin", embed_dim=8, learn_temp=True)``.
+  The one way tests build options.
+* ``run_main``: ``run_main(*args) -> exit code`` of ``main.main`` with ``--save_path`` in a temporary folder;
+  ``run_main.run_dir()`` is the one run folder it made.
+* ``fast_args``: flags of a short default run (2 epochs, three metrics, no progress bars).
+* ``no_plots``: skip the run-end figures (matplotlib costs seconds per run; the plot tests cover them);
+  ``plots_off()`` is the same as a context manager, for module-scoped fixtures.
+* ``small_digits``: ``--dataset digits`` reads only the first 30 images of each class (fast big-backbone runs);
+  the fixture's value ``limit(per_class)`` changes the number.
+* ``repo_root``: the repository root (``pathlib.Path``).
+"""
+
+from __future__ import annotations
+
+import contextlib
 import pathlib
-import sys
+
+import numpy as np
+import pytest
+import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+
+# Tiny CPU ops are dominated by intra-op thread hand-offs on a 2-core machine.
+torch.set_num_threads(1)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test, excluded from the default run (-m 'not slow')")
 
 
-# Tiny CPU ops are dominated by intra-op thread hand-offs on a 2-core machine.
-import torch  # noqa: E402
+def flag_args(flags: dict) -> list[str]:
+    """``{"embed_dim": 8, "learn_temp": True, "tau": [2, 3]}`` -> ``--embed_dim 8 --learn_temp --tau 2 3``."""
+    out = []
+    for name, value in flags.items():
+        if value is False or value is None:
+            continue
+        out.append(f"--{name}")
+        if value is not True:
+            out.extend(str(v) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    return out
 
-torch.set_num_threads(1)
+
+def build_opt(*argv: str, **flags):
+    import parameters
+
+    return parameters.parse_args([*argv, *flag_args(flags)])
+
+
+@pytest.fixture
+def make_opt():
+    return build_opt
+
+
+FAST = ["--n_epochs", "2", "--no_progress", "--evaluation_metrics", "e_recall@1", "c_recall@1", "nmi"]
+
+
+@pytest.fixture
+def fast_args() -> list[str]:
+    return list(FAST)
+
+
+class MainRunner:
+    """``main.main`` with ``--save_path <tmp>/runs``; ``run_dir()`` finds the one run folder of a dataset."""
+
+    def __init__(self, tmp_path: pathlib.Path):
+        self.save_path = tmp_path / "runs"
+
+    def __call__(self, *args: str) -> int:
+        import main
+
+        return main.main(["--save_path", str(self.save_path), *args])
+
+    def run_dir(self, dataset: str = "digits") -> pathlib.Path:
+        runs = sorted((self.save_path / dataset).iterdir())
+        assert len(runs) == 1, runs
+        return runs[0]
+
+
+@pytest.fixture
+def run_main(tmp_path) -> MainRunner:
+    return MainRunner(tmp_path)
+
+
+def disable_plots(monkeypatch) -> None:
+    from training.plots import ProgressionPlot, UncertaintyPlots
+
+    monkeypatch.setattr(ProgressionPlot, "plot", lambda self, trainer: None)
+    monkeypatch.setattr(UncertaintyPlots, "on_run_end", lambda self, trainer: None)
+
+
+@pytest.fixture
+def no_plots(monkeypatch) -> None:
+    disable_plots(monkeypatch)
+
+
+@contextlib.contextmanager
+def _plots_off():
+    with pytest.MonkeyPatch.context() as mp:
+        disable_plots(mp)
+        yield
+
+
+@pytest.fixture(scope="session")
+def plots_off():
+    """``with plots_off(): ...``: ``no_plots`` for module-scoped fixtures."""
+    return _plots_off
+
+
+@pytest.fixture
+def small_digits(monkeypatch):
+    """Applied on request (30 images per class); call the returned ``limit(per_class)`` for another size."""
+    from sklearn.datasets import load_digits
+    from sklearn.utils import Bunch
+
+    import datasets.digits
+
+    full = load_digits()
+
+    def limit(per_class: int) -> None:
+        keep = np.concatenate([np.flatnonzero(full.target == c)[:per_class] for c in range(10)])
+        monkeypatch.setattr(
+            datasets.digits, "load_digits", lambda: Bunch(images=full.images[keep], target=full.target[keep])
+        )
+
+    limit(30)
+    return limit
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> pathlib.Path:
+    return ROOT

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import shlex
 
 import pytest
-from conftest import ROOT
 
 import main
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 VARS = {"$parent_folder": "tmp", "$project": "proj", "$gpu": "0"}
 
 
@@ -88,8 +89,8 @@ def test_example_command_dry_runs_on_digits(argv, tmp_path):
     assert main.main(argv) == 0
 
 
-# The seed README's command (../shared/seeds/probabilistic_dml_README.md), its shell variables filled in. The only
-# changes the issue allows: --dataset digits, --source_path, --n_epochs and --gpu.
+# The EL-nivMF code's README command (the "seed command" of docs/protocols.md), its shell variables filled in, as
+# users paste it; the only changes made: --dataset digits, --source_path, --n_epochs and --gpu.
 SEED_README = ("--loss proxyvmf_panc --seed 0 --gpu $gpu --source_path $parent_folder --project $project --log_online "
                "--group Cars196_Prob_RN50_dim128 --dataset cars196 --n_epochs 300 --tau 60 80 --gamma 0.1 "
                "--no_train_metrics --embed_dim 128 --loss_proxyvmf_proxylrmulti 7500 --loss_proxyvmf_conclrmulti 7500 "
@@ -115,7 +116,7 @@ UNC_COLUMNS = ["norms@5", "norms@50", "norms@95", "unc_auroc_cos", "unc_auroc_l2
 
 
 def offline_wandb(tmp_path, monkeypatch):
-    """No key (so the logger falls back offline: utilities/wandb_logger.py reads WANDB_API_KEY from the environment
+    """No key (so the logger falls back offline: training/wandb_logger.py reads WANDB_API_KEY from the environment
     only) and, should the machine have network, an unroutable server: nothing can go online."""
     for k in list(os.environ):
         if k.startswith("WANDB"):

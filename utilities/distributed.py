@@ -53,6 +53,18 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
+def gather_cat_cpu(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Concatenate each CPU tensor over all ranks along dim 0 (shards may differ in length; no gradients).
+
+    Used to collect the evaluation shards; the identity without a process group.
+    """
+    if world_size() == 1:
+        return list(tensors)
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, tensors)
+    return [torch.cat([p[i] for p in parts]) for i in range(len(tensors))]
+
+
 def broadcast_object(obj, src: int = 0):
     """``obj`` as rank ``src`` holds it, on every rank (any picklable object)."""
     if world_size() == 1:

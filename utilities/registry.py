@@ -21,7 +21,7 @@ from utilities.errors import UserError
 
 @dataclass
 class Entry:
-    """One registered component with the metadata shown in the README table."""
+    """One registered component with the metadata shown in docs/components.md."""
 
     name: str
     obj: Any

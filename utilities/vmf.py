@@ -1,6 +1,6 @@
 """von Mises-Fisher (vMF) mathematics: Bessel functions, normaliser, mean resultant, sampling, PPK.
 
-Notation (DESIGN section 4): d = dimension, v = d/2 - 1, I_v the modified Bessel function of the first
+Notation (docs/methods.md, exact vMF mathematics): d = dimension, v = d/2 - 1, I_v the modified Bessel function of the first
 kind, A_d(k) = I_{d/2}(k) / I_{d/2-1}(k) the mean resultant length, and the vMF density on S^{d-1}
 
     p(x | mu, k) = C_d(k) exp(k mu^T x),   log C_d(k) = v log k - (d/2) log(2 pi) - log I_v(k).
@@ -164,7 +164,7 @@ def _f64(t) -> torch.Tensor:
 
 
 def _at_least_float32(dtype: torch.dtype) -> torch.dtype:
-    """Half / bfloat16 inputs get float32 results (DESIGN: vMF normalisers stay float32 under autocast)."""
+    """Half / bfloat16 inputs get float32 results (vMF normalisers stay float32 under autocast)."""
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 

@@ -1,0 +1,131 @@
+"""Uncertainty plots of probabilistic embeddings: rejection curve and a grid of least / most certain images.
+
+The certainty of an image is its embedding norm (the vMF concentration), as in ``metrics.uncertainty``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+GRID_MAX_CLASSES = 32  # rows of the certainty grid; splits with more classes show this many, evenly spaced
+TILE_PX = 64  # each image is fitted into a TILE_PX x TILE_PX tile (aspect kept)
+DPI = 100
+_ROW_IN, _COL_IN = 0.8, 0.8  # inches per grid row / column (80 px at DPI 100)
+_LEFT_IN, _TOP_IN = 0.6, 0.5  # class-label margin, title margin
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def rejection_data(embeddings, labels) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(rejected share, cosine Recall@1 of the kept queries, area, Recall@1 without rejection), least certain
+    (smallest norm) rejected first. As ``unc_recall_area``: neighbours are searched among all items (self
+    excluded) and lone queries (the only item of their class) are left out, so ``area`` equals that metric."""
+    from evaluation.knn import knn
+    from metrics import Context
+    from metrics.uncertainty import nn_correct, norms_of, rejection_curve
+
+    x = np.asarray(embeddings, dtype=np.float32)
+    ctx = Context(x, np.asarray(labels).reshape(-1))
+    keep = ctx.not_lone
+    if not keep.any():
+        return np.zeros(0), np.zeros(0), float("nan"), float("nan")
+    ctx.neighbours["cosine"] = knn(x, 1, "cosine", "cpu")[1]
+    correct = nn_correct(ctx, "cosine")[keep].astype(np.float64)
+    rejected, recall = rejection_curve(norms_of(ctx)[keep], correct)
+    return rejected, recall, float(recall.mean()), float(correct.mean())
+
+
+def plot_rejection_curve(embeddings, labels, path) -> Path:
+    """PNG of cosine Recall@1 of the kept queries vs the share rejected (least certain = smallest norm first)."""
+    rejected, recall, area, base = rejection_data(embeddings, labels)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot(rejected * 100, recall, label=f"by norm (area {area:.3f})")
+    ax.axhline(base, ls="--", c="grey", label="no rejection")
+    ax.set_xlabel("rejected least-certain queries (%)")
+    ax.set_ylabel("Recall@1 (cosine) of kept queries")
+    ax.set_title(f"{len(recall)} queries (lone queries left out)", fontsize=8)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def grid_classes(labels, max_classes: int = GRID_MAX_CLASSES) -> np.ndarray:
+    """The classes the grid shows: all of them, or ``max_classes`` evenly spaced over the sorted class ids."""
+    classes = np.unique(np.asarray(labels).reshape(-1))
+    if len(classes) <= max_classes:
+        return classes
+    return classes[np.unique(np.linspace(0, len(classes) - 1, max_classes).round().astype(int))]
+
+
+def _tile(image) -> np.ndarray:
+    """[TILE_PX, TILE_PX, 3] uint8: the image fitted into TILE_PX - 4 (aspect kept, nearest for tiny images) and
+    centred on white, so neighbouring tiles keep a white gutter."""
+    from PIL import Image
+
+    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    img = img.convert("RGB")
+    scale = (TILE_PX - 4) / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    img = img.resize(size, Image.NEAREST if scale >= 2 else Image.BILINEAR)
+    out = np.full((TILE_PX, TILE_PX, 3), 255, dtype=np.uint8)
+    top, left = (TILE_PX - size[1]) // 2, (TILE_PX - size[0]) // 2
+    out[top : top + size[1], left : left + size[0]] = np.asarray(img)
+    return out
+
+
+def plot_certainty_grid(dataset, norms, labels, path, n_classes: int = GRID_MAX_CLASSES, per_side: int = 4) -> Path:
+    """PNG grid: one row per class (every class of the split up to ``n_classes``, evenly spaced beyond), its
+    ``per_side`` least certain images (left) then its ``per_side`` most certain (right), each with its norm.
+
+    ``dataset.raw_image(i)`` gives image i (a PIL image or array), aligned with ``norms`` and ``labels``. The figure
+    is one mosaic image (fast for hundreds of tiles): (0.6 + 0.8 x 2 per_side) in wide, (0.5 + 0.8 x rows) in high.
+    """
+    norms, labels = np.asarray(norms, dtype=np.float64).reshape(-1), np.asarray(labels).reshape(-1)
+    all_classes = np.unique(labels)
+    classes = grid_classes(labels, n_classes)
+    cols = 2 * per_side
+    mosaic = np.full((len(classes) * TILE_PX, cols * TILE_PX, 3), 255, dtype=np.uint8)
+    captions = []
+    for r, c in enumerate(classes):
+        idx = np.flatnonzero(labels == c)
+        order = idx[np.argsort(norms[idx], kind="stable")]
+        low = list(order[:per_side])
+        high = list(order[max(len(low), len(order) - per_side) :])  # no image on both sides
+        for j, i in [(j, i) for j, i in enumerate(low)] + [(per_side + j, i) for j, i in enumerate(high)]:
+            mosaic[r * TILE_PX : (r + 1) * TILE_PX, j * TILE_PX : (j + 1) * TILE_PX] = _tile(dataset.raw_image(int(i)))
+            captions.append((r, j, norms[int(i)]))
+    plt = _plt()
+    width, height = _LEFT_IN + cols * _COL_IN, _TOP_IN + len(classes) * _ROW_IN
+    fig = plt.figure(figsize=(width, height), dpi=DPI)
+    ax = fig.add_axes((_LEFT_IN / width, 0, cols * _COL_IN / width, len(classes) * _ROW_IN / height))
+    ax.imshow(mosaic, interpolation="nearest", aspect="auto")
+    ax.set_xlim(-0.5, cols * TILE_PX - 0.5)
+    ax.set_ylim(len(classes) * TILE_PX - 0.5, -0.5)
+    ax.axis("off")
+    ax.axvline(per_side * TILE_PX - 0.5, color="red", lw=1.5)
+    for r, j, value in captions:
+        ax.text(j * TILE_PX + 2, r * TILE_PX + 2, f"{value:.3g}", fontsize=6, va="top", ha="left", color="black",
+                bbox=dict(boxstyle="square,pad=0.1", fc="yellow", ec="none", alpha=0.8))  # fmt: skip
+    for r, c in enumerate(classes):
+        ax.text(-6, (r + 0.5) * TILE_PX, str(c), fontsize=8, ha="right", va="center", clip_on=False)
+    shown = f"all {len(classes)} classes" if len(classes) == len(all_classes) else (
+        f"{len(classes)} of {len(all_classes)} classes, evenly spaced (cap {n_classes})")  # fmt: skip
+    fig.suptitle(f"least certain (left {per_side}) | most certain (right {per_side}); label = norm; {shown}",
+                 fontsize=8, y=1 - 0.5 * _TOP_IN / height, va="center")  # fmt: skip
+    path = Path(path)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

@@ -1,0 +1,182 @@
+"""Build a run from the options: device, data, model, miner, loss, sampler, loaders, optimiser, scheduler.
+
+``build_run(opt)`` reads the options once and returns a ``Run`` holding every part; facts learned
+from the data (number of train classes, input shape, effective batch size) are passed to the
+components explicitly and kept on the ``Run``. Nothing here trains or writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import architectures
+import batch_mining
+import criteria
+import datasampler
+import datasets
+from utilities import distributed, seeding
+
+EVAL_BATCH_MIN = 128  # evaluation batches hold max(--bs, this) images: no gradients, so bigger is cheaper
+
+
+@dataclass
+class Run:
+    """Every part of one training run, built from ``opt`` (see ``build_run``)."""
+
+    opt: object
+    rank: int
+    world_size: int
+    device: torch.device
+    data: dict  # datasets.select: training / evaluation / validation / testing
+    n_classes: int  # train classes
+    input_shape: tuple  # (C, H, W) of a training image
+    model: torch.nn.Module
+    miner: object | None
+    criterion: torch.nn.Module
+    sampler: object
+    train_loader: DataLoader
+    eval_splits: dict  # split name -> dataset, in evaluation order
+    selection_split: str  # where storage metrics are selected: validation if present, else testing
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    scaler: torch.amp.GradScaler
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes files and logs."""
+        return self.rank == 0
+
+    @property
+    def batch_size(self) -> int:
+        """The effective (global) batch size: the sampler's (``--bs``, or the episodic sampler's own)."""
+        return int(self.sampler.batch_size)
+
+    def describe(self) -> str:
+        opt = self.opt
+        n_params = sum(p.numel() for p in self.model.parameters())
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in self.data.items() if v is not None and k != "evaluation")
+        return (f"dataset {opt.dataset} ({sizes}; {self.n_classes} train classes) | arch {opt.arch} "
+                f"({n_params / 1e6:.2f}M params) | loss {opt.loss} | miner {opt.batch_mining} | "
+                f"sampler {opt.data_sampler} ({len(self.sampler)} batches/epoch of {self.batch_size}) | "
+                f"device {self.device} | selection split: {self.selection_split}")  # fmt: skip
+
+
+def pick_device(opt) -> torch.device:
+    """``cuda:<LOCAL_RANK or first --gpu>`` when CUDA is present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', opt.gpu[0]))}")
+    return torch.device("cpu")
+
+
+def eval_loader(dataset, opt, shard: bool = True) -> DataLoader:
+    """Loader of a whole split in dataset order; under DDP (and ``shard``) each rank embeds its
+    own shard (``evaluation.extract_embeddings`` gathers the shards and drops the padding)."""
+    sampler = None
+    if shard and distributed.world_size() > 1:
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=False
+        )
+    return DataLoader(dataset, batch_size=max(opt.bs, EVAL_BATCH_MIN), shuffle=False, sampler=sampler,
+                      num_workers=opt.kernels, worker_init_fn=seeding.worker_init_fn)  # fmt: skip
+
+
+def exclude_1d_from_decay(groups: list[dict]) -> list[dict]:
+    """``--decay_exclude_1d``: split every group with weight decay into its decayed part (same
+    name) and a ``<name>_no_decay`` part with ``weight_decay`` 0 holding the parameters with
+    dim <= 1 (biases, BatchNorm affine, scalars), as the vMF paper's code decays only the rest;
+    all other settings (lr, momentum, ...) are kept. Groups without decay are unchanged."""
+    out = []
+    for group in groups:
+        if not group.get("weight_decay", 0.0):
+            out.append(group)
+            continue
+        params = list(group["params"])
+        exempt = [p for p in params if p.ndim <= 1]
+        decayed = [p for p in params if p.ndim > 1]
+        if decayed:
+            out.append({**group, "params": decayed})
+        if exempt:
+            out.append({**group, "params": exempt, "weight_decay": 0.0,
+                        "name": f"{group.get('name', 'group')}_no_decay"})  # fmt: skip
+    return out
+
+
+def model_param_groups(model: torch.nn.Module, opt) -> list[dict]:
+    """Backbone at ``--lr`` and head at ``--fc_lr`` (if set), both with ``--decay``."""
+    head = list(model.head_parameters()) if hasattr(model, "head_parameters") else []
+    head_ids = {id(p) for p in head}
+    backbone = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
+    fc_lr = opt.fc_lr if opt.fc_lr > 0 else opt.lr
+    groups = [{"params": backbone, "lr": opt.lr, "weight_decay": opt.decay, "name": "backbone"}]
+    if head:
+        groups.append(
+            {"params": [p for p in head if p.requires_grad], "lr": fc_lr, "weight_decay": opt.decay, "name": "head"}
+        )
+    return [g for g in groups if g["params"]]
+
+
+def param_groups(model: torch.nn.Module, criterion, opt) -> list[dict]:
+    """The model's groups and the criterion's own; with ``--decay_exclude_1d`` 1-d parameters lose their decay."""
+    groups = model_param_groups(model, opt) + criterion.param_groups()
+    return exclude_1d_from_decay(groups) if opt.decay_exclude_1d else groups
+
+
+def build_optimizer(groups: list[dict], opt) -> torch.optim.Optimizer:
+    if opt.optim == "adam":
+        return torch.optim.Adam(groups)
+    if opt.optim == "adamw":
+        return torch.optim.AdamW(groups)
+    # Groups may set their own momentum (the vMF softmax temperature uses none).
+    return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov and opt.momentum > 0)
+
+
+def build_scheduler(optimizer, opt):
+    if opt.scheduler == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.tau, gamma=opt.gamma)
+    if opt.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=opt.plateau_factor, patience=opt.plateau_patience
+        )
+    return None
+
+
+def build_run(opt) -> Run:
+    """Start DDP if launched by torchrun, seed, load the data and build every component of the run."""
+    rank, world_size = distributed.init_distributed()
+    seeding.set_seed(opt.seed + rank)
+    device = pick_device(opt)
+
+    data = datasets.select(opt.dataset, opt)
+    train = data["training"]
+    n_classes = int(len(np.unique(train.labels)))
+    input_shape = tuple(train[0][0].shape)
+    model = architectures.select(opt.arch, opt, input_shape=input_shape).to(device)
+    loss_class = criteria.get_class(opt.loss)
+    miner = batch_mining.select(opt.batch_mining, opt, margin=loss_class.miner_margin(opt)) if opt.batch_mining else None
+    criterion = criteria.select(opt.loss, opt, miner, n_classes=n_classes).to(device)
+    sampler = datasampler.select(opt.data_sampler, opt, np.asarray(train.labels))
+    if world_size > 1:
+        sampler.set_distributed(rank, world_size)
+    train_loader = DataLoader(train, batch_sampler=sampler, num_workers=opt.kernels,
+                              worker_init_fn=seeding.worker_init_fn)  # fmt: skip
+    eval_splits = {}
+    if not opt.no_train_metrics:
+        eval_splits["training"] = data["evaluation"]
+    if data.get("validation") is not None:
+        eval_splits["validation"] = data["validation"]
+    eval_splits["testing"] = data["testing"]
+
+    optimizer = build_optimizer(param_groups(model, criterion, opt), opt)
+    return Run(
+        opt=opt, rank=rank, world_size=world_size, device=device, data=data, n_classes=n_classes,
+        input_shape=input_shape, model=model, miner=miner, criterion=criterion, sampler=sampler,
+        train_loader=train_loader, eval_splits=eval_splits,
+        selection_split="validation" if "validation" in eval_splits else "testing",
+        optimizer=optimizer, scheduler=build_scheduler(optimizer, opt),
+        scaler=torch.amp.GradScaler("cuda", enabled=opt.amp == "fp16" and device.type == "cuda"),
+    )  # fmt: skip
