@@ -5,7 +5,7 @@
 
 ``proxyvmf_table()`` (also printed by ``bench/losses.py``) prints one row per (dataset scale, implementation):
 
-* batched: ``criteria.select("proxyvmf_panc", opt)`` with ``--loss_proxyvmf_guidance_w 0.3``, called as in training
+* batched: ``criteria.select("proxyvmf_panc", opt, n_classes=C)`` with ``--loss_proxyvmf_guidance_w 0.3``, called as in training
   (``criterion(embeddings, labels).backward()``: vMF sampling, the one-matmul EL-nivMF similarity, NCA, ProxyAnchor
   guidance).
 * naive: the same criterion's parameters through the original's per-image loop (``log_ppk_vmf_vec`` of the EL-nivMF
@@ -46,9 +46,8 @@ from utilities.vmf import log_vmf_norm, sample_vmf
 impl, C, B, d, S = {impl!r}, {C}, {B}, {d}, {S}
 opt = parameters.parse_args(["--loss", "proxyvmf_panc", "--embed_dim", str(d), "--loss_proxyvmf_n_samples", str(S),
                              "--loss_proxyvmf_guidance_w", {w!r}])
-opt.n_classes = C
 torch.manual_seed(0)
-crit = criteria.select("proxyvmf_panc", opt)
+crit = criteria.select("proxyvmf_panc", opt, n_classes=C)
 with torch.no_grad():
     crit.kappa.uniform_(1.0, 11.0)  # non-isotropic proxies
 e = (torch.randn(B, d) * 3).requires_grad_()  # norms ~ 68: concentrated image vMFs

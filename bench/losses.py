@@ -71,12 +71,9 @@ ROTH = (
 )
 
 
-def make_opt(**overrides):
-    opt = parameters.parse_args([])
-    opt.n_classes, opt.embed_dim = C, D
-    for k, v in overrides.items():
-        setattr(opt, k, v)
-    return opt
+def make_opt(*argv: str):
+    """Options as a run builds them (embedding dimension D); the C train classes go to criteria.select."""
+    return parameters.parse_args(["--embed_dim", str(D), *argv])
 
 
 def make_batch(seed: int = 0):
@@ -117,11 +114,11 @@ def cases(x, labels):
     dot = distances.DotProductSimilarity()
     out = {}
 
-    crit = criteria.select("triplet", opt, batch_mining.select("distance", opt))
+    crit = criteria.select("triplet", opt, batch_mining.select("distance", opt), n_classes=C)
     pml = losses.TripletMarginLoss(margin=opt.loss_triplet_margin, distance=lp2, reducer=reducers.MeanReducer())
     out["triplet"] = (lambda c=crit: c(x, labels, triplets=t), lambda p=pml: p(x, labels, indices_tuple=(ta, tp, tn)))
 
-    crit = criteria.select("contrastive", opt, batch_mining.select("distance", opt))
+    crit = criteria.select("contrastive", opt, batch_mining.select("distance", opt), n_classes=C)
     pml = losses.ContrastiveLoss(
         pos_margin=opt.loss_contrastive_pos_margin,
         neg_margin=opt.loss_contrastive_neg_margin,
@@ -133,21 +130,21 @@ def cases(x, labels):
         lambda p=pml: p(x, labels, indices_tuple=(ta, tp, ta, tn)),
     )
 
-    crit = criteria.select("margin", opt, batch_mining.select("distance", opt))
+    crit = criteria.select("margin", opt, batch_mining.select("distance", opt), n_classes=C)
     pml = losses.MarginLoss(
         margin=opt.loss_margin_margin, nu=opt.loss_margin_nu, learn_beta=True, num_classes=C, distance=lp
     )
     pml.beta = torch.nn.Parameter(crit.beta.detach().clone())
     out["margin"] = (lambda c=crit: c(x, labels, triplets=t), lambda p=pml: p(x, labels, indices_tuple=(ta, tp, tn)))
 
-    crit = criteria.select("proxyanchor", opt)
+    crit = criteria.select("proxyanchor", opt, n_classes=C)
     pml = losses.ProxyAnchorLoss(
         num_classes=C, embedding_size=D, margin=opt.loss_proxyanchor_delta, alpha=opt.loss_proxyanchor_alpha
     )
     pml.proxies = torch.nn.Parameter(crit.proxies.detach().clone())
     out["proxyanchor"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
 
-    crit = criteria.select("multisimilarity", opt)
+    crit = criteria.select("multisimilarity", opt, n_classes=C)
     ms_miner = miners.MultiSimilarityMiner(epsilon=opt.loss_multisimilarity_margin, distance=dot)
     ms_loss = losses.MultiSimilarityLoss(
         alpha=opt.loss_multisimilarity_pos_weight,
@@ -160,12 +157,12 @@ def cases(x, labels):
         lambda: ms_loss(x, labels, indices_tuple=ms_miner(x.detach(), labels)),
     )
 
-    crit = criteria.select("softmax", opt)
+    crit = criteria.select("softmax", opt, n_classes=C)
     pml = losses.NormalizedSoftmaxLoss(num_classes=C, embedding_size=D, temperature=opt.loss_softmax_temperature)
     pml.W = torch.nn.Parameter(crit.class_map.detach().T.clone())
     out["softmax"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
 
-    crit = criteria.select("arcface", opt)
+    crit = criteria.select("arcface", opt, n_classes=C)
     pml = losses.ArcFaceLoss(
         num_classes=C,
         embedding_size=D,
@@ -175,13 +172,13 @@ def cases(x, labels):
     pml.W = torch.nn.Parameter(crit.class_map.detach().T.clone())
     out["arcface"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
 
-    crit = criteria.select("proxynca", opt)
+    crit = criteria.select("proxynca", opt, n_classes=C)
     pml = losses.ProxyNCALoss(C, D, softmax_scale=9)
     pml.proxies = torch.nn.Parameter(crit.proxies.detach().clone())
     out["proxynca"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
 
     na, np_, nneg = npair_for_pml(labels)
-    crit = criteria.select("npair", opt, batch_mining.select("npair", opt))
+    crit = criteria.select("npair", opt, batch_mining.select("npair", opt), n_classes=C)
     pml = losses.NPairsLoss(
         distance=distances.DotProductSimilarity(normalize_embeddings=False),
         embedding_regularizer=regularizers.LpRegularizer(),
@@ -193,7 +190,7 @@ def cases(x, labels):
     )
 
     tuples = mine("npair", opt, x, labels)
-    crit = criteria.select("angular", opt, batch_mining.select("npair", opt))
+    crit = criteria.select("angular", opt, batch_mining.select("npair", opt), n_classes=C)
     ang = losses.AngularLoss(alpha=opt.loss_angular_alpha)
     npl = losses.NPairsLoss(
         distance=distances.DotProductSimilarity(normalize_embeddings=False),
@@ -211,7 +208,7 @@ def cases(x, labels):
     )
 
     lifted_tuples = mine("lifted", opt, x, labels)
-    crit = criteria.select("lifted", opt, batch_mining.select("lifted", opt))
+    crit = criteria.select("lifted", opt, batch_mining.select("lifted", opt), n_classes=C)
     pml = losses.LiftedStructureLoss(
         neg_margin=opt.loss_lifted_neg_margin,
         pos_margin=0,
@@ -222,7 +219,7 @@ def cases(x, labels):
     out["lifted"] = (lambda c=crit: c(x, labels, tuples=lifted_tuples), lambda p=pml: p(x, labels))
 
     snr_opt = make_opt()
-    crit = criteria.select("snr", snr_opt, batch_mining.select("random", snr_opt))
+    crit = criteria.select("snr", snr_opt, batch_mining.select("random", snr_opt), n_classes=C)
     tr = torch.as_tensor(mine("random", snr_opt, x, labels)).reshape(-1, 3)
     pml = losses.TripletMarginLoss(
         margin=snr_opt.loss_snr_margin,
@@ -235,11 +232,11 @@ def cases(x, labels):
         lambda p=pml: p(x, labels, indices_tuple=(tr[:, 0], tr[:, 1], tr[:, 2])),
     )
 
-    crit = criteria.select("histogram", opt)
+    crit = criteria.select("histogram", opt, n_classes=C)
     pml = losses.HistogramLoss(n_bins=opt.loss_histogram_nbins - 1)
     out["histogram"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
 
-    crit = criteria.select("softtriplet", make_opt(loss_softtriplet_reg_weight=0.0))  # PML has no regulariser
+    crit = criteria.select("softtriplet", make_opt("--loss_softtriplet_reg_weight", "0"), n_classes=C)  # PML: no regulariser
     pml = losses.SoftTripleLoss(
         C,
         D,
@@ -251,11 +248,11 @@ def cases(x, labels):
     pml.fc = torch.nn.Parameter(crit.intra_class_centroids.detach().clone())
     out["softtriplet"] = (lambda c=crit: c(x, labels), lambda p=pml: p(x, labels))
 
-    crit = criteria.select("quadruplet", opt, batch_mining.select("distance", opt))
+    crit = criteria.select("quadruplet", opt, batch_mining.select("distance", opt), n_classes=C)
     fourth = crit.draw_fourth(labels, t)
     out["quadruplet"] = (lambda c=crit: c(x, labels, triplets=t, fourth=fourth), None)
 
-    crit = criteria.select("adversarial_separation", opt, batch_mining.select("distance", opt))
+    crit = criteria.select("adversarial_separation", opt, batch_mining.select("distance", opt), n_classes=C)
     out["adversarial_separation"] = (lambda c=crit: c(x, labels, triplets=t), None)
     assert set(out) == set(ROTH)
     return out

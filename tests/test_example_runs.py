@@ -44,7 +44,7 @@ def test_example_runs_has_all_recipes():
         assert any(f"--loss {loss} " in c for c in joined)
 
 
-# DESIGN 5.2 (= the original example_runs.sh): group -> (dataset, embed_dim, n_epochs, tau, gamma, proxylrmulti,
+# The paper's recipes (docs/protocols.md; = the original example_runs.sh): group -> (dataset, embed_dim, n_epochs, tau, gamma, proxylrmulti,
 # conclrmulti, concentration, init_norm_multiplier, guidance_w)
 RECIPES = {
     "Cub200_Prob_RN50_dim128": ("cub200", 128, 250, [25, 50], 0.3, 5000, 20000, 6, 30, 3),
@@ -72,11 +72,10 @@ def test_recipe_table_is_complete():
 
 
 @pytest.mark.parametrize("group", sorted(RECIPES))
-def test_recipe_pins_the_papers_hyperparameters(group):
-    """Each recipe line of example_runs.sh, parsed by the real flag parser, has DESIGN 5.2's numbers."""
-    import parameters
-
-    opt = parameters.parse_args(recipe_commands()[group])
+def test_recipe_pins_the_papers_hyperparameters(group, make_opt):
+    """Each recipe line of example_runs.sh, parsed by the real flag parser, has the paper's numbers
+    (docs/protocols.md, EL-nivMF recipes)."""
+    opt = make_opt(*recipe_commands()[group])
     got = {f: getattr(opt, f) for f in (*RECIPE_FIELDS, *COMMON)}
     want = dict(zip(RECIPE_FIELDS, RECIPES[group])) | COMMON
     assert got == want

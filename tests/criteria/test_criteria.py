@@ -371,7 +371,7 @@ ROTH_DEFAULTS = {
     "arcface": {"loss_arcface_lr": 0.0005, "loss_arcface_angular_margin": 0.5, "loss_arcface_feature_scale": 16.0},
     "adversarial_separation": {"diva_rho_decorrelation": [1500.0], "diva_decorrnet_dim": 512,
                                "diva_decorrnet_lr": 1e-5},
-    "proxyanchor": {"loss_proxyanchor_alpha": 32.0, "loss_proxyanchor_delta": 0.1},  # DESIGN 6b
+    "proxyanchor": {"loss_proxyanchor_alpha": 32.0, "loss_proxyanchor_delta": 0.1},
 }  # fmt: skip
 ROTH_MINER_DEFAULTS = {
     "distance": {"miner_distance_lower_cutoff": 0.5, "miner_distance_upper_cutoff": 1.4},

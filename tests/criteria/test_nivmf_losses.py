@@ -1,5 +1,5 @@
 """Values AND gradients (float64) of the EL-nivMF family's point-to-proxy losses and of its standalone proxy losses,
-against references written from the formulas (DESIGN 5.2, the EL-nivMF code's conventions) as naive per-image,
+against references written from the formulas (docs/methods.md, the EL-nivMF code's conventions) as naive per-image,
 per-class Python loops, and against pytorch-metric-learning where it implements the same loss.
 
 Nothing here calls the criteria's own helpers (``_nivmf.stretched``, ``nivmf_offset``, ``oproxy_loss``...): the loops
@@ -112,7 +112,7 @@ def family_crit(make, name, *flags):
 
 # ----------------------------------------------------------------------------- EL-nivMF family (point-to-proxy)
 def naive_nivmf_sims(e, v, kappa, temp):
-    """sim(i, c) = l_c(mu_i) / T, l_c(z) = log C_d(r_c) + z^T m_c + sum_j log kappa_cj - log r_c (DESIGN 5.2)."""
+    """sim(i, c) = l_c(mu_i) / T, l_c(z) = log C_d(r_c) + z^T m_c + sum_j log kappa_cj - log r_c (docs/methods.md)."""
     out = []
     for i in range(B):
         mu = [e[i][k] / norm(e[i]) for k in range(D)]

@@ -37,7 +37,7 @@ def make(make_criterion):
 
 
 def naive_loss(e, y, v, kappa, temp, samples, w, alpha=32.0, delta=0.1, kappa_min=0.1):
-    """Per-image, per-class, per-sample loop of DESIGN 5.2 (nivMF density, tempered MC likelihood, ProxyAnchor)."""
+    """Per-image, per-class, per-sample loop of the paper's formulas (docs/methods.md) (nivMF density, tempered MC likelihood, ProxyAnchor)."""
     n_s, b, d = samples.shape
     c_n = v.shape[0]
     sims = []

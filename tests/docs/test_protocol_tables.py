@@ -11,7 +11,6 @@ import shlex
 import pytest
 
 import main
-import parameters
 
 README = pathlib.Path(__file__).resolve().parents[2] / "docs" / "protocols.md"  # the page with the seed tables
 CLASSIFICATION = {"mnist", "fashion_mnist", "cifar10", "cifar100"}  # the vMF paper's closed-set datasets
@@ -80,9 +79,9 @@ def test_readme_has_the_seed_rows():
 
 
 @pytest.mark.parametrize("row", ROWS, ids=row_id)
-def test_readme_seed_row_parses_for_its_dataset(row):
+def test_readme_seed_row_parses_for_its_dataset(row, make_opt):
     """The literal command (its own dataset and flags) passes the flag checks: names, values, storage metrics."""
-    opt = parameters.parse_args(row[1])
+    opt = make_opt(*row[1])
     assert opt.dataset == flag(row[1], "--dataset", "digits") and opt.loss == flag(row[1], "--loss", opt.loss)
 
 
@@ -101,14 +100,14 @@ def _train_params():
 
 
 @pytest.mark.parametrize("row", _train_params())
-def test_readme_seed_row_trains_one_epoch_on_digits(row, tmp_path, no_plots, small_digits):
+def test_readme_seed_row_trains_one_epoch_on_digits(row, tmp_path, no_plots, small_digits, make_opt):
     """One epoch of one episode; the first storage metric is evaluated on the validation split (it drives
     selection, the plateau scheduler and early stopping)."""
     small_digits(40 if "resnet" in (flag(row[1], "--arch") or "") else 1000)
     argv = to_digits(row[1], tmp_path)
     assert main.main(argv) == 0
     (run,) = list((tmp_path / "runs" / "digits").iterdir())
-    opt = parameters.parse_args(argv)
+    opt = make_opt(*argv)
     header = (run / "metrics_validation.csv").read_text().splitlines()[0].split(",")
     assert opt.storage_metrics[0] in header
     assert (run / "embeddings_testing.npz").is_file()

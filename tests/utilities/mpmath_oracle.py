@@ -93,6 +93,6 @@ def mean_resultant_derivative(kappa: float, d: int) -> mp.mpf:
 
 
 def rel_err(approx: float, exact) -> float:
-    """|approx - exact| / max(1, |exact|) (the DESIGN accuracy measure)."""
+    """|approx - exact| / max(1, |exact|) (the accuracy measure of docs/methods.md)."""
     exact = float(exact) if not isinstance(exact, mp.mpf) else exact
     return float(abs(mp.mpf(approx) - exact) / max(1, abs(exact))) if math.isfinite(approx) else math.inf

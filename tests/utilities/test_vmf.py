@@ -45,8 +45,8 @@ def test_log_vmf_norm_matches_mpmath(d, oracle):
     assert got64.dtype == torch.float64 and got32.dtype == torch.float32
     err64 = max(oracle.rel_err(g, e) for g, e in zip(got64.tolist(), exact))
     err32 = max(oracle.rel_err(g, e) for g, e in zip(got32.tolist(), exact))
-    assert err64 < 1e-10, err64  # DESIGN target 1e-6
-    assert err32 < 1e-6, err32  # DESIGN target 1e-4 (float32 rounding of the exact value)
+    assert err64 < 1e-10, err64  # the target: 1e-6
+    assert err32 < 1e-6, err32  # the target: 1e-4 (float32 rounding of the exact value)
 
 
 def test_log_vmf_norm_at_zero_is_minus_log_sphere_area():
@@ -59,7 +59,7 @@ def test_log_vmf_norm_at_zero_is_minus_log_sphere_area():
 @pytest.mark.parametrize("d", DIMS)
 def test_log_vmf_norm_gradient_is_minus_mean_resultant(d, dtype, oracle):
     """Autograd gradient = -A_d(kappa) from mpmath over the whole kappa grid (0 .. 1e5), in float64 and float32
-    (the reference at the float32-rounded kappa). Tolerances 1e-10 / 1e-6 relative (DESIGN: 1e-6 / 1e-4)."""
+    (the reference at the float32-rounded kappa). Tolerances 1e-10 / 1e-6 relative (the targets: 1e-6 / 1e-4)."""
     ks = kappa_grid(d)
     k = torch.tensor(ks, dtype=dtype).requires_grad_()
     (grad,) = torch.autograd.grad(vmf.log_vmf_norm(k, d).sum(), k)
