@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         import training
 
         opt = parameters.parse_args(argv)
+        if opt.evaluate:
+            training.evaluate_run(opt)
+            return 0
         run = training.build_run(opt)
         if opt.dry_run:
             print("dry run: " + run.describe())

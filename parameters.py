@@ -8,9 +8,11 @@ their commands paste unchanged. Flags left unset take the dataset's defaults (se
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import architectures
 import batch_mining
@@ -183,6 +185,19 @@ def evaluation_parameters(parser: argparse.ArgumentParser) -> None:
     metrics.add_args(g)
 
 
+def trained_run_parameters(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Working with a trained run")
+    g.add_argument("--evaluate", default="", type=str, metavar="RUN_FOLDER",
+                   help="evaluate a run folder's checkpoint instead of training: its options, with the flags given "
+                        "here winning (e.g. --dataset/--source_path, --evaluation_metrics); writes "
+                        "<run folder>/evaluation/<checkpoint name>/")  # fmt: skip
+    g.add_argument("--checkpoint", default="best", type=str,
+                   help="with --evaluate: best (the first storage metric's), best_<metric>, last, or a .pth path")
+    g.add_argument("--embed", default="", type=str, metavar="IMAGE_FOLDER",
+                   help="with --evaluate: also embed every image below this folder (recursively) into "
+                        "embeddings_<folder name>.npz")  # fmt: skip
+
+
 def logging_parameters(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Logging")
     g.add_argument(
@@ -237,6 +252,7 @@ def build_parser() -> FlagParser:
     model_parameters(parser)
     loss_parameters(parser)
     evaluation_parameters(parser)
+    trained_run_parameters(parser)
     logging_parameters(parser)
     compatibility_parameters(parser)
     return parser
@@ -297,14 +313,54 @@ def check_metric_views(loss: str, names: list[str]) -> None:
                             f"{', '.join(givers)}")  # fmt: skip
 
 
+def explicit_flags(argv: list[str]) -> set[str]:
+    """The option names (``dest``) that ``argv`` sets explicitly (not by a default)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def run_options(argv: list[str], given: argparse.Namespace) -> argparse.Namespace:
+    """``--evaluate <run folder>``: the run's options (its ``config.json``) with the flags given explicitly winning.
+
+    The network's weights come from the checkpoint (so no pretrained weights are needed), and nothing is logged
+    online. Flags the suite gained after the run was trained take their defaults.
+    """
+    run_dir = Path(given.evaluate)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"--evaluate {run_dir}: not a run folder of this suite (no config.json there); pass "
+                        "<save_path>/<dataset>/<group>_s<seed>")  # fmt: skip
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"--evaluate {run_dir}: cannot read config.json ({err}); is the run folder intact?") from None
+    defaults = vars(build_parser().parse_args([]))
+    explicit = explicit_flags(argv)
+    values = defaults | {k: v for k, v in config.items() if k in defaults}
+    values |= {k: getattr(given, k) for k in explicit}
+    values |= {"not_pretrained": True, "log_online": False, "resume": "", "dry_run": False}
+    opt = argparse.Namespace(**values)
+    metrics.validate(opt.evaluation_metrics)
+    check_metric_views(opt.loss, opt.evaluation_metrics)
+    opt.command = "python main.py " + " ".join(argv)
+    return opt
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` (default ``sys.argv[1:]``), apply dataset defaults, check flags."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), apply dataset defaults, check flags; with ``--evaluate`` the
+    options are the run's (``run_options``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     # Dataset defaults go in before the real parse, so --help shows the values that apply.
     first, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
     parser.set_defaults(**(criteria.get_class(first.loss).flag_defaults | datasets.defaults(first.dataset)))
     opt = parser.parse_args(argv)
+    if opt.evaluate:
+        return run_options(argv, opt)
+    if opt.checkpoint != "best" or opt.embed:
+        raise UserError("--checkpoint and --embed work on a trained run: add --evaluate <run folder>")
     if opt.batch_mining is None:
         opt.batch_mining = criteria.default_miner(opt.loss)
     check_options(opt)

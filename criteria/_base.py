@@ -110,5 +110,7 @@ class Criterion(nn.Module):
         return {}
 
     def export_embeddings(self, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
-        """Per-image arrays saved next to a split's embeddings (e.g. vMF concentrations)."""
-        return {}
+        """Per-image arrays saved next to a split's embeddings: ``kappa``, the concentration, where the loss has
+        one (``image_concentrations``)."""
+        kappa = self.image_concentrations(embeddings)
+        return {} if kappa is None else {"kappa": kappa.float().numpy()}

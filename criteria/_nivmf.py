@@ -234,6 +234,11 @@ class NivmfProxyCriterion(Criterion):
         return self.nca_loss(sims, target)
 
     # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def image_concentrations(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """kappa_i = ||e_i||: an image is vMF(e_i / ||e_i||, ||e_i||) (float64)."""
+        return embeddings.detach().cpu().double().norm(dim=1)
+
     def diagnostics(self) -> dict[str, float]:
         return {"proxy_temperature": float(self.temp.detach()),
                 "proxy_kappa_mean": float(self.concentrations().detach().mean())}  # fmt: skip

@@ -266,7 +266,3 @@ class VMFSoftmax(TemperatureMixin, Criterion):
             "class_kappa": w.double().norm(dim=1).float().numpy(),
             "temperature": self.beta.detach().cpu().numpy(),
         }
-
-    def export_embeddings(self, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
-        """Per-image arrays of one split: ``kappa`` = ||s f(x)|| (the instance concentration)."""
-        return {"kappa": self.image_concentrations(embeddings).float().numpy()}

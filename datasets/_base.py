@@ -71,6 +71,14 @@ def image_transforms(opt, train: bool) -> Callable:
     return transforms.Compose(steps)
 
 
+def tensor_image_encoder(mean: Sequence[float], std: Sequence[float], input_shape: tuple[int, ...]) -> Callable:
+    """PIL image -> the tensor an in-memory dataset's network sees: ``input_shape`` (C, H, W) channels (grey or
+    RGB) and size, in [0, 1], normalised with the dataset's ``mean`` / ``std``."""
+    c, h, w = input_shape
+    colour = transforms.Grayscale(1) if c == 1 else transforms.Lambda(lambda image: image.convert("RGB"))
+    return transforms.Compose([colour, transforms.Resize((h, w)), transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+
 def load_rgb(path: str) -> Image.Image:
     """Open an image file as RGB; a corrupt or unreadable file is a ``UserError`` naming it."""
     try:

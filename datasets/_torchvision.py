@@ -17,7 +17,7 @@ import torch
 from torchvision import datasets as tv_datasets
 from torchvision import transforms
 
-from datasets._base import TensorImageDataset
+from datasets._base import TensorImageDataset, tensor_image_encoder
 from datasets._splits import assemble
 from utilities.errors import UserError
 
@@ -42,6 +42,16 @@ def read_split(name: str, root: str, train: bool):
             f"{name} not found (or corrupted) in {root}: expected {os.path.join(root, spec['files'])} (as written by torchvision's "
             f"{spec['cls']}(root='{root}', download=True) on a machine with network)"
         ) from err
+
+
+def torchvision_encoder(name: str):
+    """``image_encoder(opt, input_shape)`` of dataset ``name``: grey or RGB at the stored size, normalised with the
+    dataset's mean / std."""
+
+    def image_encoder(opt, input_shape: tuple[int, ...]):
+        return tensor_image_encoder(SPECS[name]["mean"], SPECS[name]["std"], input_shape)
+
+    return image_encoder
 
 
 def as_tensor(images) -> torch.Tensor:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datasets import register
-from datasets._torchvision import load_torchvision
+from datasets._torchvision import load_torchvision, torchvision_encoder
 
 NAME = "cifar10"
+image_encoder = torchvision_encoder(NAME)
 
 
 @register("cifar10", paper="Krizhevsky 2009, Learning Multiple Layers of Features from Tiny Images",

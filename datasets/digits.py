@@ -22,7 +22,7 @@ from sklearn.datasets import load_digits
 from torchvision import transforms
 
 from datasets import register
-from datasets._base import TensorImageDataset
+from datasets._base import TensorImageDataset, tensor_image_encoder
 from datasets._splits import add_args as add_split_args
 from datasets._splits import assemble, stratified_split
 from utilities.errors import UserError
@@ -49,6 +49,11 @@ def add_args(parser) -> None:
     )
     parser.add_argument("--digits_corruption_type", default="both", choices=["both", "noise", "blur"],
                         help="digits: blur (sigma 2s px), Gaussian noise (std s) or both")  # fmt: skip
+
+
+def image_encoder(opt, input_shape: tuple[int, ...]):
+    """Any image as the digits network sees one: grey, 8x8, normalised like the digits images."""
+    return tensor_image_encoder((MEAN,), (STD,), input_shape)
 
 
 def corrupt(images: np.ndarray, max_strength: float, kind: str, seed: int) -> tuple[np.ndarray, np.ndarray]:

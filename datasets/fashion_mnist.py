@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datasets import register
-from datasets._torchvision import load_torchvision
+from datasets._torchvision import load_torchvision, torchvision_encoder
 
 NAME = "fashion_mnist"
+image_encoder = torchvision_encoder(NAME)
 
 
 @register("fashion_mnist", paper="Xiao et al. 2017, Fashion-MNIST: a Novel Image Dataset",

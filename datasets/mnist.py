@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datasets import register
-from datasets._torchvision import load_torchvision
+from datasets._torchvision import load_torchvision, torchvision_encoder
 
 NAME = "mnist"
+image_encoder = torchvision_encoder(NAME)
 
 
 @register("mnist", paper="LeCun et al. 1998, Gradient-Based Learning Applied to Document Recognition",

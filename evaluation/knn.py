@@ -27,14 +27,16 @@ def as_numpy_float32(embeddings) -> np.ndarray:
     return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
-def drop_self(dists: np.ndarray, ids: np.ndarray, first_row: int) -> tuple[np.ndarray, np.ndarray]:
+def drop_self(dists: np.ndarray, ids: np.ndarray, first_row: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Remove each query's own index from its k+1 neighbours (the last one if self is absent).
 
+    The queries are the rows ``first_row, first_row + 1, ...`` (an int) or the given row indices (an array).
     Dropping the index, not column 0, keeps exact duplicates of the query as neighbours
     even when the search returns one of them before the query itself.
     """
     n, k1 = ids.shape
-    is_self = ids == np.arange(first_row, first_row + n)[:, None]
+    own = np.arange(first_row, first_row + n) if np.isscalar(first_row) else np.asarray(first_row)
+    is_self = ids == own[:, None]
     is_self[~is_self.any(axis=1), -1] = True
     keep = ~is_self
     return dists[keep].reshape(n, k1 - 1), ids[keep].reshape(n, k1 - 1)
@@ -124,27 +126,44 @@ def knn(
     raise ValueError(f"backend must be 'faiss' or 'torch', got {backend!r}")
 
 
-def knn_poincare(points: torch.Tensor, k: int, c: float, chunk: int | None = None) -> np.ndarray:
+def query_neighbours(embeddings, queries, k: int, metric: str = "euclidean") -> np.ndarray:
+    """[len(queries), k] ids of the k nearest neighbours (self excluded) of the rows ``queries`` among all rows
+    (exact faiss search; 'euclidean' on the raw, 'cosine' on the L2-normalised embeddings)."""
+    if metric not in GEOMETRIES:
+        raise ValueError(f"metric must be one of {GEOMETRIES}, got {metric!r}")
+    x = as_numpy_float32(embeddings)
+    if metric == "cosine":
+        x = l2_normalize(x)
+    queries = np.asarray(queries, dtype=np.int64)
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    d, i = faiss.knn(np.ascontiguousarray(x[queries]), x, min(k + 1, len(x)), metric=faiss_metric)
+    return drop_self(d, i, queries)[1]
+
+
+def knn_poincare(points: torch.Tensor, k: int, c: float, chunk: int | None = None, queries=None) -> np.ndarray:
     """[N, k] indices of each ball point's k nearest others (self excluded) in the Poincare distance
     d(x, y) = 2/sqrt(c) artanh(sqrt(c) ||(-x) (+)_c y||), ranked by ||(-x) (+)_c y||^2 from the Gram matrix:
     with u = -x, v = y, ||(1 + 2c<u,v> + c||v||^2) u + (1 - c||u||^2) v||^2 / (1 + 2c<u,v> + c^2||u||^2||v||^2)^2.
 
-    points: [N, d] inside the ball of curvature c (computed in float64). Memory: a few [chunk, N] blocks.
+    points: [N, d] inside the ball of curvature c (computed in float64). ``queries``: only these rows (their
+    neighbours among all points), in that order. Memory: a few [chunk, N] blocks.
     """
     x = torch.as_tensor(points).detach().cpu().double()
     n = len(x)
+    rows = torch.arange(n) if queries is None else torch.as_tensor(np.asarray(queries), dtype=torch.long)
     chunk = chunk or max(1, (1 << 21) // max(n, 1))  # rows per block: a few [chunk, N] float64 temporaries, ~16 MB each
     sq = (x * x).sum(1)
-    out = np.empty((n, k), dtype=np.int64)
+    out = np.empty((len(rows), k), dtype=np.int64)
     with torch.no_grad():
-        for s in range(0, n, chunk):
-            xy = x[s : s + chunk] @ x.T  # [b, N]
-            x2, y2 = sq[s : s + chunk, None], sq[None, :]
+        for s in range(0, len(rows), chunk):
+            block = rows[s : s + chunk]
+            xy = x[block] @ x.T  # [b, N]
+            x2, y2 = sq[block, None], sq[None, :]
             a = 1 - 2 * c * xy + c * y2
             b = 1 - c * x2
             num = a * a * x2 - 2 * a * b * xy + b * b * y2
             den = 1 - 2 * c * xy + c * c * x2 * y2
             dist = num.clamp_min(0) / (den * den)
-            dist[torch.arange(len(xy)), torch.arange(s, s + len(xy))] = math.inf
+            dist[torch.arange(len(block)), block] = math.inf
             out[s : s + chunk] = torch.topk(dist, k, dim=1, largest=False).indices.numpy()
     return out

@@ -5,8 +5,9 @@
 Each run folder (one holding ``summary.json``) contributes the metrics of its
 ``--split`` (default ``testing``) at the epoch selected by its first storage metric.
 Runs are grouped by (dataset, group), i.e. the run folder name without ``_s<seed>``.
-Writes ``report.md``, ``report.csv`` and ``report.png`` (bars with std error bars) and
-prints the Markdown table. Works offline, without W&B.
+Writes ``report.md``, ``report.csv``, ``report.png`` (bars with std error bars) and a
+self-contained ``report.html`` (table and bars on one page), and prints the Markdown table.
+Works offline, without W&B.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="testing", help="split whose metrics are reported")
     parser.add_argument("--metrics", nargs="+", default=None, help="metrics to report (default: all logged)")
     parser.add_argument("--sem", action="store_true", help="print mean ± SEM instead of mean ± std")
-    parser.add_argument("--out", default=None, help="folder for report.md / report.csv / report.png")
+    parser.add_argument("--out", default=None, help="folder for report.md / report.csv / report.png / report.html")
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
     groups = collect(runs, args.split)
@@ -148,7 +149,22 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(records)
         plot(records, metrics, out / "report.png")
+        write_html(out / "report.html", text.split("\n\n")[0], header, rows, out / "report.png", runs)
     return 0
+
+
+def write_html(path: Path, caption: str, header: list[str], rows: list[list[str]], figure: Path,
+               runs: list[Path]) -> Path:  # fmt: skip
+    """``report.html``: the same table and bars on one self-contained page, with the run folders it read (each
+    run's own ``report.html`` beside them)."""
+    from evaluation import html
+
+    listing = [[run.parent.name, run.name, str(run)] for run in runs]
+    return html.write(path, html.page("Seed-grouped report", [
+        html.section("Mean over seeds", html.paragraph(caption), html.table(header, rows)),
+        html.section("Comparison", html.image(figure, "mean and std per group")),
+        html.section("Runs", html.table(["dataset", "run", "folder (its report.html inside)"], listing)),
+    ]))  # fmt: skip
 
 
 if __name__ == "__main__":

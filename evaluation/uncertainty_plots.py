@@ -9,20 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from evaluation.images import DPI, TILE_PX, pyplot, tile
+
 GRID_MAX_CLASSES = 32  # rows of the certainty grid; splits with more classes show this many, evenly spaced
-TILE_PX = 64  # each image is fitted into a TILE_PX x TILE_PX tile (aspect kept)
-DPI = 100
 _ROW_IN, _COL_IN = 0.8, 0.8  # inches per grid row / column (80 px at DPI 100)
 _LEFT_IN, _TOP_IN = 0.6, 0.5  # class-label margin, title margin
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def rejection_data(embeddings, labels) -> tuple[np.ndarray, np.ndarray, float, float]:
@@ -47,7 +38,7 @@ def rejection_data(embeddings, labels) -> tuple[np.ndarray, np.ndarray, float, f
 def plot_rejection_curve(embeddings, labels, path) -> Path:
     """PNG of cosine Recall@1 of the kept queries vs the share rejected (least certain = smallest norm first)."""
     rejected, recall, area, base = rejection_data(embeddings, labels)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(rejected * 100, recall, label=f"by norm (area {area:.3f})")
     ax.axhline(base, ls="--", c="grey", label="no rejection")
@@ -70,22 +61,6 @@ def grid_classes(labels, max_classes: int = GRID_MAX_CLASSES) -> np.ndarray:
     return classes[np.unique(np.linspace(0, len(classes) - 1, max_classes).round().astype(int))]
 
 
-def _tile(image) -> np.ndarray:
-    """[TILE_PX, TILE_PX, 3] uint8: the image fitted into TILE_PX - 4 (aspect kept, nearest for tiny images) and
-    centred on white, so neighbouring tiles keep a white gutter."""
-    from PIL import Image
-
-    img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-    img = img.convert("RGB")
-    scale = (TILE_PX - 4) / max(img.size)
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    img = img.resize(size, Image.NEAREST if scale >= 2 else Image.BILINEAR)
-    out = np.full((TILE_PX, TILE_PX, 3), 255, dtype=np.uint8)
-    top, left = (TILE_PX - size[1]) // 2, (TILE_PX - size[0]) // 2
-    out[top : top + size[1], left : left + size[0]] = np.asarray(img)
-    return out
-
-
 def plot_certainty_grid(dataset, norms, labels, path, n_classes: int = GRID_MAX_CLASSES, per_side: int = 4) -> Path:
     """PNG grid: one row per class (every class of the split up to ``n_classes``, evenly spaced beyond), its
     ``per_side`` least certain images (left) then its ``per_side`` most certain (right), each with its norm.
@@ -105,9 +80,9 @@ def plot_certainty_grid(dataset, norms, labels, path, n_classes: int = GRID_MAX_
         low = list(order[:per_side])
         high = list(order[max(len(low), len(order) - per_side) :])  # no image on both sides
         for j, i in [(j, i) for j, i in enumerate(low)] + [(per_side + j, i) for j, i in enumerate(high)]:
-            mosaic[r * TILE_PX : (r + 1) * TILE_PX, j * TILE_PX : (j + 1) * TILE_PX] = _tile(dataset.raw_image(int(i)))
+            mosaic[r * TILE_PX : (r + 1) * TILE_PX, j * TILE_PX : (j + 1) * TILE_PX] = tile(dataset.raw_image(int(i)))
             captions.append((r, j, norms[int(i)]))
-    plt = _plt()
+    plt = pyplot()
     width, height = _LEFT_IN + cols * _COL_IN, _TOP_IN + len(classes) * _ROW_IN
     fig = plt.figure(figsize=(width, height), dpi=DPI)
     ax = fig.add_axes((_LEFT_IN / width, 0, cols * _COL_IN / width, len(classes) * _ROW_IN / height))

@@ -14,6 +14,7 @@ The repository root is on ``sys.path`` (pyproject's ``pythonpath``); test module
 * ``small_digits``: ``--dataset digits`` reads only the first 30 images of each class (fast big-backbone runs);
   the fixture's value ``limit(per_class)`` changes the number.
 * ``repo_root``: the repository root (``pathlib.Path``).
+* ``browser``: renders an HTML page in headless Chromium (screenshot + console messages); skipped where absent.
 """
 
 from __future__ import annotations
@@ -136,3 +137,33 @@ def small_digits(monkeypatch):
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
     return ROOT
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--enable-logging=stderr", "--v=0"]  # fmt: skip
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """``browser(page, height=3000) -> (screenshot PIL image, console messages)``: the page rendered by a real
+    headless Chromium (Debian's ``chromium``, which .ci/run installs); skipped, saying why, where it is absent."""
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium): the page was not checked in a browser")
+
+    def render(page: pathlib.Path, height: int = 3000):
+        shot = tmp_path / f"{page.stem}_screenshot.png"
+        proc = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                               f"--screenshot={shot}", f"--window-size=1280,{height}", page.resolve().as_uri()],
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert shot.is_file(), proc.stderr[-2000:]
+        console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+        return Image.open(shot).convert("RGB"), console
+
+    return render

@@ -145,6 +145,24 @@ def build_scheduler(optimizer, opt):
     return None
 
 
+def build_model_and_loss(opt, n_classes: int, input_shape: tuple, device: torch.device):
+    """(model, miner, criterion) of the options, on ``device``; the miner gets the loss's margin."""
+    model = architectures.select(opt.arch, opt, input_shape=input_shape).to(device)
+    loss_class = criteria.get_class(opt.loss)
+    miner = batch_mining.select(opt.batch_mining, opt, margin=loss_class.miner_margin(opt)) if opt.batch_mining else None
+    criterion = criteria.select(opt.loss, opt, miner, n_classes=n_classes).to(device)
+    return model, miner, criterion
+
+
+def evaluation_splits(data: dict, opt) -> dict:
+    """The splits evaluated, in order: the training images (unless ``--no_train_metrics``), validation, test."""
+    splits = {} if opt.no_train_metrics else {"training": data["evaluation"]}
+    if data.get("validation") is not None:
+        splits["validation"] = data["validation"]
+    splits["testing"] = data["testing"]
+    return splits
+
+
 def build_run(opt) -> Run:
     """Start DDP if launched by torchrun, seed, load the data and build every component of the run."""
     rank, world_size = distributed.init_distributed()
@@ -155,22 +173,13 @@ def build_run(opt) -> Run:
     train = data["training"]
     n_classes = int(len(np.unique(train.labels)))
     input_shape = tuple(train[0][0].shape)
-    model = architectures.select(opt.arch, opt, input_shape=input_shape).to(device)
-    loss_class = criteria.get_class(opt.loss)
-    miner = batch_mining.select(opt.batch_mining, opt, margin=loss_class.miner_margin(opt)) if opt.batch_mining else None
-    criterion = criteria.select(opt.loss, opt, miner, n_classes=n_classes).to(device)
+    model, miner, criterion = build_model_and_loss(opt, n_classes, input_shape, device)
     sampler = datasampler.select(opt.data_sampler, opt, np.asarray(train.labels))
     if world_size > 1:
         sampler.set_distributed(rank, world_size)
     train_loader = DataLoader(train, batch_sampler=sampler, num_workers=opt.kernels,
                               worker_init_fn=seeding.worker_init_fn)  # fmt: skip
-    eval_splits = {}
-    if not opt.no_train_metrics:
-        eval_splits["training"] = data["evaluation"]
-    if data.get("validation") is not None:
-        eval_splits["validation"] = data["validation"]
-    eval_splits["testing"] = data["testing"]
-
+    eval_splits = evaluation_splits(data, opt)
     optimizer = build_optimizer(param_groups(model, criterion, opt), opt)
     return Run(
         opt=opt, rank=rank, world_size=world_size, device=device, data=data, n_classes=n_classes,

@@ -24,4 +24,5 @@ def save(state: dict, path: str | Path) -> None:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    return torch.load(path, map_location=device, weights_only=False)
+    """A checkpoint of this suite (tensors and plain values only: loaded with ``weights_only=True``)."""
+    return torch.load(path, map_location=device, weights_only=True)

@@ -24,7 +24,7 @@ from evaluation.selection import ModelSelector
 from training import checkpoint, run_folder
 from training.build import Run, build_run, eval_loader
 from training.hooks import Evaluation, Hook
-from training.recording import default_hooks
+from training.recording import default_hooks, run_facts
 from utilities import distributed, seeding
 from utilities.errors import UserError
 from utilities.precision import autocast
@@ -77,6 +77,7 @@ class Trainer:
             "train_state": asdict(self.state),
             "rng": seeding.rng_state(),
             "opt": run_folder.public_config(self.opt),
+            "facts": run_facts(run),
         }
 
     def resume(self) -> None:

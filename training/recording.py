@@ -69,12 +69,26 @@ class Checkpoints(Hook):
         for metric in evaluation.improved:
             state = {"model": run.model.state_dict(), "criterion": run.criterion.state_dict(),
                      "epoch": evaluation.epoch, "metrics": evaluation.results, "selection_split": split,
-                     "opt": run_folder.public_config(trainer.opt)}  # fmt: skip
+                     "opt": run_folder.public_config(trainer.opt), "facts": run_facts(run)}  # fmt: skip
             checkpoint.save(state, trainer.run_dir / checkpoint.metric_filename(metric))
             log.info(f"  new best {metric} on {split}: {evaluation.results[split][metric]:.4f}")
 
     def after_epoch(self, trainer, epoch: int, train_stats: dict, evaluation: Evaluation | None) -> None:
         checkpoint.save(trainer.state_dict(), trainer.run_dir / checkpoint.LAST)
+
+
+def run_facts(run) -> dict:
+    """What a checkpoint needs besides the options to rebuild the run's model and loss (``--evaluate``)."""
+    return {"n_classes": int(run.n_classes), "input_shape": [int(v) for v in run.input_shape]}
+
+
+def write_embeddings(path, embeddings, labels, criterion, **extra) -> None:
+    """``.npz`` of one set of images: ``embeddings``, ``labels`` (if any), ``norms``, the loss's ``export()`` (class
+    weights, temperature, ...) and its per-image ``export_embeddings`` (e.g. the concentration ``kappa``)."""
+    arrays = {"embeddings": embeddings.numpy(), "norms": embeddings.norm(dim=1).numpy(), **criterion.export()}
+    if labels is not None:
+        arrays["labels"] = labels.numpy()
+    np.savez(path, **arrays, **criterion.export_embeddings(embeddings), **extra)
 
 
 class EmbeddingExport(Hook):
@@ -85,11 +99,8 @@ class EmbeddingExport(Hook):
         first = trainer.opt.storage_metrics[0]
         if first not in evaluation.improved and (trainer.run_dir / "embeddings_testing.npz").exists():
             return
-        criterion = trainer.run.criterion
-        extras = criterion.export()
         for split, (emb, labels) in evaluation.embeddings.items():
-            arrays = {"embeddings": emb.numpy(), "labels": labels.numpy(), "norms": emb.norm(dim=1).numpy(), **extras}
-            np.savez(trainer.run_dir / f"embeddings_{split}.npz", **arrays, **criterion.export_embeddings(emb))
+            write_embeddings(trainer.run_dir / f"embeddings_{split}.npz", emb, labels, trainer.run.criterion)
 
 
 class Summary(Hook):
@@ -116,12 +127,14 @@ class Summary(Hook):
 
 def default_hooks(opt) -> list[Hook]:
     """The suite's recording, in order: config, console table, CSVs, W&B (``--log_online``), checkpoints,
-    embeddings, progression and uncertainty plots, summary."""
-    from training.plots import ProgressionPlot, UncertaintyPlots
+    embeddings, progression, uncertainty and retrieval plots, summary, report page."""
+    from training.plots import ProgressionPlot, RetrievalPlots, UncertaintyPlots
+    from training.report_page import RunReport
 
     hooks: list[Hook] = [ConfigRecord(), ConsoleTable(), MetricsCSV()]
     if opt.log_online:
         from training.wandb_logger import WandbLog
 
         hooks.append(WandbLog())
-    return hooks + [Checkpoints(), EmbeddingExport(), ProgressionPlot(), UncertaintyPlots(), Summary()]
+    hooks += [Checkpoints(), EmbeddingExport(), ProgressionPlot(), UncertaintyPlots(), RetrievalPlots()]
+    return hooks + [Summary(), RunReport()]

@@ -244,7 +244,8 @@ def test_triplet_shaped_outputs_are_in_the_shared_output_lists():
 
 def test_views_are_provided_exactly_by_the_losses_that_override_them():
     """``provides(view)``: the class (or a base below ``Criterion``) defines the view's method; the vMF paper's
-    classifiers give class probabilities, vmf_softmax its samples and concentrations, hyperbolic_softmax its ball."""
+    classifiers give class probabilities, vmf_softmax its samples and concentrations, hyperbolic_softmax its ball,
+    the EL-nivMF family its images' concentrations (their norms)."""
     from criteria._base import Criterion
     from criteria._classifier import LogitClassifier
 
@@ -259,8 +260,10 @@ def test_views_are_provided_exactly_by_the_losses_that_override_them():
     assert classifiers | {"vmf_softmax"} <= providers["probabilities"]
     assert {"vmf_softmax"} <= providers["samples"] & providers["kappa"]
     assert {"hyperbolic_softmax"} <= providers["poincare"]
-    for name in ("triplet", "margin", "proxyanchor", "proxyvmf_panc", "softmax"):  # metric-learning losses: none
+    for name in ("triplet", "margin", "proxyanchor", "softmax"):  # deterministic metric-learning losses: none
         assert not any(name in p for p in providers.values()), name
+    family = {"proxyvmf_panc", "proxyvmf", "proxyvmf_kl", "proxynca_nivmf", "proxynca_l2", "proxynca_cos"}
+    assert family <= providers["kappa"] and not family & (providers["samples"] | providers["probabilities"])
 
 
 def test_adversarial_separation_miners_follow_its_base_loss(make_opt):

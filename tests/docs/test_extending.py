@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "extending.md"
-HOOK_LINE = "    return hooks + [Checkpoints(), EmbeddingExport(), ProgressionPlot(), UncertaintyPlots(), Summary()]"
+HOOK_LINE = "    return hooks + [Summary(), RunReport()]"
 NEW_NAMES = ["cosine_triplet", "hardest", "class_cycle", "mlp", "digits_odd_even", "c_precision"]  # and the hook
 
 

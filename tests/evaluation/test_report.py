@@ -69,3 +69,26 @@ def test_sem_flag_and_empty_folder(tmp_path, capsys, fake_run):
     assert report.main([str(empty)]) == 2
     assert "no finished run folders" in capsys.readouterr().err
     assert json.loads((tmp_path / "digits" / "G_s0" / "config.json").read_text())["group"] == "G"
+
+
+def test_html_page_shows_the_table_and_the_bars(tmp_path, fake_run, browser):
+    """report.html: the same cells as the Markdown table, the bars inlined, every run listed; in a real browser
+    it logs nothing to the console and shows the table and the figure."""
+    for seed, r in enumerate([0.5, 0.7]):
+        fake_run(tmp_path, "cars196", "Margin", seed, {1: {"e_recall@1": r, "nmi": 0.3}}, best_epoch=1)
+    out = tmp_path / "out"
+    assert report.main([str(tmp_path), "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "<td>60.00 ± 14.14</td>" in page and page.count('src="data:image/png;base64,') == 1
+    assert 'src="' not in page.replace('src="data:', "")
+    assert all(f"Margin_s{seed}" in page for seed in (0, 1))
+    import numpy as np
+
+    from evaluation.html import HEADER_RGB
+
+    shot, console = browser(out / "report.html", height=1400)
+    assert console == []
+    pixels = np.asarray(shot, dtype=np.int16)
+    assert (np.abs(pixels - np.array(HEADER_RGB)).max(axis=2) <= 2).sum() > 1000  # table header cells
+    bar = 0.8 * np.array((31, 119, 180)) + 0.2 * 255  # tab:blue at alpha 0.8 on white
+    assert (np.abs(pixels - bar).max(axis=2) <= 10).sum() > 1000  # the bars
