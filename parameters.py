@@ -19,10 +19,14 @@ import batch_mining
 import criteria
 import datasampler
 import datasets
+import hydra_commands
 import metrics
 from utilities.errors import UserError
 
 DEFAULT_EVALUATION_METRICS = metrics.DEFAULT_EVALUATION_METRICS
+# --dataset when a command names a data folder (--source_path) but no dataset: the Roth suite's default. With no
+# data folder the default stays the embedded, offline `digits`.
+DATA_FOLDER_DEFAULT_DATASET = "cub200"
 
 
 class FlagParser(argparse.ArgumentParser):
@@ -34,7 +38,9 @@ class FlagParser(argparse.ArgumentParser):
 
 def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Basic training")
-    g.add_argument("--dataset", default="digits", type=str, help="dataset name: " + ", ".join(datasets.names()))
+    g.add_argument("--dataset", default="digits", type=str,
+                   help="dataset name (digits, embedded, unless --source_path is given: then cub200, the Roth suite's "
+                        "default): " + ", ".join(datasets.names()))  # fmt: skip
     g.add_argument(
         "--source_path",
         default=os.path.join(os.getcwd(), "..", "..", "Datasets"),
@@ -321,7 +327,7 @@ def explicit_flags(argv: list[str]) -> set[str]:
     return set(vars(parser.parse_args(argv)))
 
 
-def run_options(argv: list[str], given: argparse.Namespace) -> argparse.Namespace:
+def run_options(argv: list[str], given: argparse.Namespace, command: str) -> argparse.Namespace:
     """``--evaluate <run folder>``: the run's options (its ``config.json``) with the flags given explicitly winning.
 
     The network's weights come from the checkpoint (so no pretrained weights are needed), and nothing is logged
@@ -344,25 +350,39 @@ def run_options(argv: list[str], given: argparse.Namespace) -> argparse.Namespac
     opt = argparse.Namespace(**values)
     metrics.validate(opt.evaluation_metrics)
     check_metric_views(opt.loss, opt.evaluation_metrics)
-    opt.command = "python main.py " + " ".join(argv)
+    opt.command = command
     return opt
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``argv`` (default ``sys.argv[1:]``), apply dataset defaults, check flags; with ``--evaluate`` the
-    options are the run's (``run_options``)."""
+    options are the run's (``run_options``). A vMF (Hydra) command line is read by ``hydra_commands``."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    pasted = "python main.py " + " ".join(argv)
+    if hydra_commands.is_hydra(argv):  # the vMF paper code's Hydra overrides, pasted
+        argv = hydra_commands.to_flags(argv)
+        pasted += "  # read as: python main.py " + " ".join(argv)
     parser = build_parser()
+    without_help = [a for a in argv if a not in ("-h", "--help")]
+    explicit = explicit_flags(without_help)
+    if "source_path" in explicit and "dataset" not in explicit:
+        # A data folder but no --dataset: the Roth suite's default, so its sample runs train CUB200 as there.
+        parser.set_defaults(dataset=DATA_FOLDER_DEFAULT_DATASET)
     # Dataset defaults go in before the real parse, so --help shows the values that apply.
-    first, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
+    first, _ = parser.parse_known_args(without_help)
     parser.set_defaults(**(criteria.get_class(first.loss).flag_defaults | datasets.defaults(first.dataset)))
     opt = parser.parse_args(argv)
     if opt.evaluate:
-        return run_options(argv, opt)
+        return run_options(argv, opt, pasted)
     if opt.checkpoint != "best" or opt.embed:
         raise UserError("--checkpoint and --embed work on a trained run: add --evaluate <run folder>")
+    if opt.batch_mining is not None and not criteria.get_class(opt.loss).accepts:
+        # The Roth suite builds the miner and lets a loss that uses none ignore it: its Softmax runs pass one.
+        warnings.warn(f"--batch_mining {opt.batch_mining} is ignored: loss '{opt.loss}' uses no batch miner",
+                      stacklevel=2)  # fmt: skip
+        opt.batch_mining = None
     if opt.batch_mining is None:
         opt.batch_mining = criteria.default_miner(opt.loss)
     check_options(opt)
-    opt.command = "python main.py " + " ".join(argv)
+    opt.command = pasted
     return opt

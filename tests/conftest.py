@@ -14,6 +14,8 @@ The repository root is on ``sys.path`` (pyproject's ``pythonpath``); test module
 * ``small_digits``: ``--dataset digits`` reads only the first 30 images of each class (fast big-backbone runs);
   the fixture's value ``limit(per_class)`` changes the number.
 * ``repo_root``: the repository root (``pathlib.Path``).
+* ``stand_in_weights``: a torch hub cache with stand-in pretrained ResNet50 weights (commands that ask for
+  ImageNet weights build offline).
 * ``browser``: renders an HTML page in headless Chromium (screenshot + console messages); skipped where absent.
 """
 
@@ -137,6 +139,27 @@ def small_digits(monkeypatch):
 @pytest.fixture(scope="session")
 def repo_root() -> pathlib.Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def stand_in_hub(tmp_path_factory):
+    """A torch hub folder holding random-initialised ResNet50 weights under torchvision's file name."""
+    import torchvision
+
+    hub = tmp_path_factory.mktemp("torch_hub")
+    (hub / "checkpoints").mkdir()
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), hub / "checkpoints" / "resnet50-0676ba61.pth")
+    return hub
+
+
+@pytest.fixture
+def stand_in_weights(stand_in_hub):
+    """For one test, torch hub's cache is ``stand_in_hub``: a command that asks for pretrained ResNet50 weights
+    builds offline (the values are not ImageNet's)."""
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(stand_in_hub))
+    yield stand_in_hub
+    torch.hub.set_dir(previous)
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -46,7 +46,7 @@ def test_default_run_end_to_end(tmp_path, repo_root):
         (["--arch", "resnet5_frozen"], "or timm_<any timm model>; suffixes _frozen, _normalize"),
         (["--data_sampler", "nope"], "unknown data sampler"),
         (["--dataset", "nope"], "unknown dataset 'nope'"),
-        (["--loss", "proxyanchor", "--batch_mining", "distance"], "takes no batch miner"),
+        (["--loss", "npair", "--batch_mining", "distance"], "cannot use batch miner 'distance'"),
         (["--bs", "50", "--samples_per_class", "3"], "not divisible"),
         (["--evaluation_metrics", "e_recal@1"], "unknown metric"),
         (["--storage_metrics", "bogus"], "unknown metric 'bogus' in --storage_metrics"),

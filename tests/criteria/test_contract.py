@@ -161,13 +161,18 @@ def test_flag_defaults_are_real_flags_and_its_metrics_have_their_views(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_parse_args_accepts_exactly_its_miners(name, make_opt):
-    """Through the real flag path: an accepted pair parses (and keeps the miner); any other registered miner
-    raises UserError with a one-line message naming the loss and the miner. Also the loss's own default."""
+    """Through the real flag path: an accepted pair parses (and keeps the miner); a loss that uses no miner ignores
+    any, with a one-line warning naming it (as the Roth suite, whose Softmax runs pass one); for a loss that uses
+    miners, any other registered miner raises UserError with a one-line message naming the loss and the miner."""
     accepted = criteria.accepted_miners(name)
     assert make_opt("--loss", name).batch_mining == criteria.default_miner(name)
     for miner in batch_mining.names():
         if miner in accepted:
             assert make_opt("--loss", name, "--batch_mining", miner).batch_mining == miner
+            continue
+        if not accepted:
+            with pytest.warns(UserWarning, match=f"--batch_mining {miner} is ignored: loss '{name}' uses no"):
+                assert make_opt("--loss", name, "--batch_mining", miner).batch_mining is None
             continue
         with pytest.raises(UserError) as err:
             make_opt("--loss", name, "--batch_mining", miner)

@@ -1,6 +1,7 @@
-"""The seed-mapping tables (``| seed ... | this suite |``), read from docs/protocols.md at test time: every
-``python main.py ...`` command parses for its own dataset, builds on ``--dataset digits`` (``--dry_run``) and
-trains one epoch there (ResNet50 rows: slow, on 400 digits)."""
+"""The seed tables (``| seed | pasted into this suite |``), read from docs/protocols.md at test time: every
+``python main.py ...`` command, pasted in the seed's own (Hydra) form, parses for its own dataset; its training
+commands build on ``--dataset digits`` (``--dry_run``) and train one epoch there (ResNet50 rows: slow, on 400
+digits); its ``mode=get_embeddings`` commands name their training run (tests/test_vmf_commands.py runs them)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shlex
 
 import pytest
 
+import hydra_commands
 import main
 
 README = pathlib.Path(__file__).resolve().parents[2] / "docs" / "protocols.md"  # the page with the seed tables
@@ -37,7 +39,13 @@ def seed_rows(text: str) -> list[tuple[str, list[str]]]:
     return rows
 
 
-ROWS = seed_rows(README.read_text())
+ALL_ROWS = seed_rows(README.read_text())
+ROWS = [r for r in ALL_ROWS if "mode=get_embeddings" not in r[1]]  # training commands
+
+
+def suite_flags(argv: list[str]) -> list[str]:
+    """A pasted seed (Hydra) command as this suite reads it; flags as they are."""
+    return hydra_commands.to_flags(argv) if hydra_commands.is_hydra(argv) else argv
 
 
 def flag(argv: list[str], name: str, default: str | None = None) -> str | None:
@@ -56,6 +64,7 @@ def set_flag(argv: list[str], name: str, value: str) -> list[str]:
 def to_digits(argv: list[str], tmp: pathlib.Path) -> list[str]:
     """The row on --dataset digits: closed-set rows on --digits_split classification, retrieval rows on the
     class-disjoint split; one epoch of one episode; random init (no ImageNet weights offline)."""
+    argv = suite_flags(argv)
     split = "classification" if flag(argv, "--dataset") in CLASSIFICATION else "dml"
     argv = set_flag(argv, "--dataset", "digits")
     for name, value in [("--digits_split", split), ("--source_path", str(tmp)), ("--save_path", str(tmp / "runs")),
@@ -71,18 +80,26 @@ def row_id(row) -> str:
     return re.sub(r"[^0-9A-Za-z]+", "_", row[0]).strip("_")
 
 
-def test_readme_has_the_seed_rows():
+def test_the_page_has_the_seed_rows_pasted():
     names = [r[0] for r in ROWS]
     for dataset in ("MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "Cars196", "CUB200", "SOP"):
         assert any(n.startswith(dataset) for n in names), (dataset, names)
-    assert all(argv and argv[0].startswith("--") for _, argv in ROWS)
+    assert all(hydra_commands.is_hydra(argv) for _, argv in ALL_ROWS)  # the seed's form, not a translation
+    assert len(ALL_ROWS) - len(ROWS) == 7  # the README's seven extraction commands
+
+
+@pytest.mark.parametrize("row", [r for r in ALL_ROWS if r not in ROWS], ids=row_id)
+def test_extraction_rows_name_a_run_folder(row):
+    flags = hydra_commands.to_flags(row[1])
+    assert flags[flags.index("--evaluate") + 1].startswith("Training_Results/")
 
 
 @pytest.mark.parametrize("row", ROWS, ids=row_id)
 def test_readme_seed_row_parses_for_its_dataset(row, make_opt):
     """The literal command (its own dataset and flags) passes the flag checks: names, values, storage metrics."""
     opt = make_opt(*row[1])
-    assert opt.dataset == flag(row[1], "--dataset", "digits") and opt.loss == flag(row[1], "--loss", opt.loss)
+    flags = suite_flags(row[1])
+    assert opt.dataset == flag(flags, "--dataset", "digits") and opt.loss == flag(flags, "--loss", opt.loss)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=row_id)
@@ -94,7 +111,7 @@ def test_readme_seed_row_builds_on_digits(row, tmp_path, capsys):
 def _train_params():
     params = []
     for row in ROWS:
-        resnet = "resnet" in (flag(row[1], "--arch") or "")
+        resnet = "resnet" in (flag(suite_flags(row[1]), "--arch") or "")
         params.append(pytest.param(row, id=row_id(row), marks=[pytest.mark.slow] if resnet else []))
     return params
 
@@ -103,7 +120,7 @@ def _train_params():
 def test_readme_seed_row_trains_one_epoch_on_digits(row, tmp_path, no_plots, small_digits, make_opt):
     """One epoch of one episode; the first storage metric is evaluated on the validation split (it drives
     selection, the plateau scheduler and early stopping)."""
-    small_digits(40 if "resnet" in (flag(row[1], "--arch") or "") else 1000)
+    small_digits(40 if "resnet" in (flag(suite_flags(row[1]), "--arch") or "") else 1000)
     argv = to_digits(row[1], tmp_path)
     assert main.main(argv) == 0
     (run,) = list((tmp_path / "runs" / "digits").iterdir())
