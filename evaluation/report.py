@@ -73,19 +73,57 @@ def default_metrics(groups: dict) -> list[str]:
     return sorted(n for n in names if "time" not in n and n not in ("loss", "lr"))
 
 
+PUBLISHED_COLUMNS = ("dataset", "group", "metric", "value", "paper", "table")
+
+
+def read_published(path: str) -> dict[tuple[str, str, str], dict]:
+    """(dataset, group, metric) -> row of a published-results CSV: columns ``dataset, group, metric, value`` (as
+    printed, x100 like the report's cells), ``paper`` and ``table`` (where the number is printed), optional
+    ``std``. ``group`` is the run group the number compares with (e.g. ``Cub200_Prob_RN50_dim128`` of
+    example_runs.sh)."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+    except OSError as err:
+        raise SystemExit(f"report: error: --published {path}: {err.strerror}") from None
+    missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise SystemExit(f"report: error: --published {path}: no column {', '.join(missing)}; expected "
+                         f"{', '.join(PUBLISHED_COLUMNS)} (and std)")  # fmt: skip
+    out = {}
+    for i, row in enumerate(rows, start=2):
+        try:
+            row["value"] = float(row["value"])
+        except ValueError:
+            raise SystemExit(f"report: error: --published {path} line {i}: value '{row['value']}' is not a number") from None
+        if not (row["paper"] or "").strip() or not (row["table"] or "").strip():
+            raise SystemExit(f"report: error: --published {path} line {i}: every number needs its paper and table")
+        out[(row["dataset"], row["group"], row["metric"])] = row
+    return out
+
+
 def build_table(
-    groups: dict, metrics: list[str], spread: str = "std", scale: float = 100.0
+    groups: dict, metrics: list[str], spread: str = "std", scale: float = 100.0, published: dict | None = None
 ) -> tuple[list[str], list[list[str]], list[dict]]:
-    """Cells ``mean ± std`` (or ``± sem``) x ``scale``, and one record per (group, metric)."""
+    """Cells ``mean ± std`` (or ``± sem``) x ``scale``, and one record per (group, metric); with ``published``
+    (``read_published``) a cell also shows the published value and the difference (measured - published)."""
     header = ["dataset", "method", "seeds"] + metrics
     rows, records = [], []
     for (dataset, group), runs in sorted(groups.items()):
         cells = [dataset, group, str(len(runs))]
         for metric in metrics:
             mean, std, sem, n = aggregate(runs, metric)
-            cells.append(f"{scale * mean:.2f} ± {scale * (sem if spread == 'sem' else std):.2f}" if n else "-")
-            records.append({"dataset": dataset, "method": group, "metric": metric, "mean": mean, "std": std,
-                            "sem": sem, "n": n})  # fmt: skip
+            cell = f"{scale * mean:.2f} ± {scale * (sem if spread == 'sem' else std):.2f}" if n else "-"
+            record = {"dataset": dataset, "method": group, "metric": metric, "mean": mean, "std": std, "sem": sem,
+                      "n": n, "published": "", "difference": "", "source": ""}  # fmt: skip
+            ref = (published or {}).get((dataset, group, metric))
+            if ref is not None:
+                diff = scale * mean - ref["value"] if n else float("nan")
+                cell += f" (published {ref['value']:.2f}, {diff:+.2f})"
+                record |= {"published": ref["value"], "difference": diff, "source": f"{ref['paper']}, {ref['table']}"}
+            cells.append(cell)
+            records.append(record)
         rows.append(cells)
     return header, rows, records
 
@@ -126,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="testing", help="split whose metrics are reported")
     parser.add_argument("--metrics", nargs="+", default=None, help="metrics to report (default: all logged)")
     parser.add_argument("--sem", action="store_true", help="print mean ± SEM instead of mean ± std")
+    parser.add_argument("--published", default=None, metavar="CSV",
+                        help="published results to show beside the measured means: columns dataset, group, metric, "
+                             "value, paper, table (and std)")  # fmt: skip
     parser.add_argument("--out", default=None, help="folder for report.md / report.csv / report.png / report.html")
     args = parser.parse_args(argv)
     runs = find_runs(args.paths)
@@ -136,9 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     metrics = args.metrics or default_metrics(groups)
     spread = "SEM" if args.sem else "std"
-    header, rows, records = build_table(groups, metrics, spread.lower())
-    text = f"Metrics x100 on the {args.split} split, mean ± {spread} over seeds ({len(runs)} runs)\n\n"
-    text += markdown(header, rows)
+    published = read_published(args.published) if args.published else None
+    header, rows, records = build_table(groups, metrics, spread.lower(), published=published)
+    text = f"Metrics x100 on the {args.split} split, mean ± {spread} over seeds ({len(runs)} runs)"
+    if published:
+        text += "; (published value, measured - published)"
+    text += "\n\n" + markdown(header, rows)
+    sources = sorted({r["source"] for r in records if r["source"]})
+    if sources:
+        text += "\n\nPublished values: " + "; ".join(sources)
     print(text)
     if args.out:
         out = Path(args.out)
@@ -149,19 +196,20 @@ def main(argv: list[str] | None = None) -> int:
             writer.writeheader()
             writer.writerows(records)
         plot(records, metrics, out / "report.png")
-        write_html(out / "report.html", text.split("\n\n")[0], header, rows, out / "report.png", runs)
+        write_html(out / "report.html", text.split("\n\n")[0], header, rows, out / "report.png", runs, sources)
     return 0
 
 
 def write_html(path: Path, caption: str, header: list[str], rows: list[list[str]], figure: Path,
-               runs: list[Path]) -> Path:  # fmt: skip
+               runs: list[Path], sources: list[str] = ()) -> Path:  # fmt: skip
     """``report.html``: the same table and bars on one self-contained page, with the run folders it read (each
     run's own ``report.html`` beside them)."""
     from evaluation import html
 
     listing = [[run.parent.name, run.name, str(run)] for run in runs]
     return html.write(path, html.page("Seed-grouped report", [
-        html.section("Mean over seeds", html.paragraph(caption), html.table(header, rows)),
+        html.section("Mean over seeds", html.paragraph(caption), html.table(header, rows),
+                     *([html.paragraph("Published values: " + "; ".join(sources), note=True)] if sources else [])),
         html.section("Comparison", html.image(figure, "mean and std per group")),
         html.section("Runs", html.table(["dataset", "run", "folder (its report.html inside)"], listing)),
     ]))  # fmt: skip

@@ -92,3 +92,29 @@ def test_html_page_shows_the_table_and_the_bars(tmp_path, fake_run, browser):
     assert (np.abs(pixels - np.array(HEADER_RGB)).max(axis=2) <= 2).sum() > 1000  # table header cells
     bar = 0.8 * np.array((31, 119, 180)) + 0.2 * 255  # tab:blue at alpha 0.8 on white
     assert (np.abs(pixels - bar).max(axis=2) <= 10).sum() > 1000  # the bars
+
+
+def test_published_values_beside_the_measured_ones(tmp_path, fake_run, capsys):
+    """--published: the cell shows the published value and measured - published; each number's source is listed;
+    a file without paper/table for a number, or with a value that is not a number, is refused with one line."""
+    for seed, r in enumerate([0.5, 0.7]):
+        fake_run(tmp_path / "runs", "cub200", "Margin", seed, {1: {"e_recall@1": r}}, best_epoch=1)
+    published = tmp_path / "published.csv"
+    # a test file, not published data: the values only exercise the arithmetic
+    published.write_text("dataset,group,metric,value,std,paper,table\n"
+                         "cub200,Margin,e_recall@1,63.5,0.2,Some et al.,Table 9\n")  # fmt: skip
+    out = tmp_path / "out"
+    assert report.main([str(tmp_path / "runs"), "--published", str(published), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "60.00 ± 14.14 (published 63.50, -3.50)" in text and "Published values: Some et al., Table 9" in text
+    (row,) = [r for r in csv.DictReader(open(out / "report.csv")) if r["metric"] == "e_recall@1"]
+    assert float(row["published"]) == 63.5 and float(row["difference"]) == pytest.approx(-3.5)
+    assert "published 63.50" in (out / "report.html").read_text()
+    for body, fragment in [("dataset,group,metric,value,paper,table\ncub200,Margin,e_recall@1,63.5,,Table 9\n",
+                            "needs its paper and table"),
+                           ("dataset,group,metric,value,paper,table\ncub200,Margin,e_recall@1,high,P,T\n",
+                            "is not a number"),
+                           ("dataset,metric,value\n", "no column group")]:  # fmt: skip
+        published.write_text(body)
+        with pytest.raises(SystemExit, match=fragment):
+            report.main([str(tmp_path / "runs"), "--published", str(published)])
