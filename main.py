@@ -11,6 +11,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.loop import Interrupted
     from utilities.errors import UserError
 
     try:
@@ -31,10 +32,18 @@ def main(argv: list[str] | None = None) -> int:
         message = str(err).strip().splitlines()[-1].removeprefix("utilities.errors.UserError: ")
         print(f"main.py: error: {message}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"main.py: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
-        print("main.py: interrupted; the run folder keeps the last finished epoch (resume with --resume <run folder>)",
+        print("main.py: interrupted; the run folder keeps the last saved checkpoint (resume with --resume <run folder>)",
               file=sys.stderr)  # fmt: skip
         return 130
+    except OSError as err:  # a full disk, a folder that vanished, a read-only mount
+        where = f" {err.filename}" if err.filename else ""
+        print(f"main.py: error: cannot write or read{where} ({err.strerror or err}); free space or fix the path, then "
+              "resume with --resume <run folder> (the last complete checkpoint and CSVs are kept)", file=sys.stderr)  # fmt: skip
+        return 2
     return 0
 
 

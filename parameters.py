@@ -22,6 +22,7 @@ import datasets
 import hydra_commands
 import metrics
 from utilities.errors import UserError
+from utilities.flag_types import Number, fraction, non_negative_float, non_negative_int, positive_float, positive_int
 
 DEFAULT_EVALUATION_METRICS = metrics.DEFAULT_EVALUATION_METRICS
 # --dataset when a command names a data folder (--source_path) but no dataset: the Roth suite's default. With no
@@ -59,13 +60,13 @@ def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
         type=str,
         help="run folder name; the default 'group_plus_seed' gives <group>_s<seed>",
     )
-    g.add_argument("--seed", default=1, type=int, help="seed of python, numpy, torch and data-loader workers")
-    g.add_argument("--n_epochs", default=150, type=int, help="training epochs")
-    g.add_argument("--kernels", default=6, type=int, help="data-loader worker processes")
-    g.add_argument("--bs", default=112, type=int, help="mini-batch size")
-    g.add_argument("--lr", default=0.00001, type=float, help="learning rate of the backbone")
-    g.add_argument("--fc_lr", default=-1, type=float, help="learning rate of the embedding head (-1: --lr)")
-    g.add_argument("--decay", default=0.0004, type=float, help="weight decay of backbone and head")
+    g.add_argument("--seed", default=1, type=Number(int, low=0, high=2**32 - 1), help="seed of python, numpy, torch and data-loader workers")
+    g.add_argument("--n_epochs", default=150, type=positive_int(), help="training epochs")
+    g.add_argument("--kernels", default=6, type=non_negative_int(), help="data-loader worker processes")
+    g.add_argument("--bs", default=112, type=positive_int(), help="mini-batch size")
+    g.add_argument("--lr", default=0.00001, type=positive_float(), help="learning rate of the backbone")
+    g.add_argument("--fc_lr", default=-1, type=Number(float, low=0, low_open=True, also=(-1,)), help="learning rate of the embedding head (-1: --lr)")
+    g.add_argument("--decay", default=0.0004, type=non_negative_float(), help="weight decay of backbone and head")
     g.add_argument(
         "--decay_exclude_1d",
         action="store_true",
@@ -73,7 +74,7 @@ def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
         "too), as the vMF paper's code",
     )
     g.add_argument("--optim", default="adam", choices=["adam", "adamw", "sgd"], help="optimiser")
-    g.add_argument("--momentum", default=0.9, type=float, help="SGD momentum")
+    g.add_argument("--momentum", default=0.9, type=fraction(high_open=True), help="SGD momentum")
     g.add_argument("--nesterov", action="store_true", help="SGD with Nesterov momentum")
     g.add_argument(
         "--scheduler",
@@ -81,25 +82,28 @@ def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
         choices=["step", "none", "plateau"],
         help="step: MultiStepLR(--tau, --gamma); plateau: ReduceLROnPlateau on the first storage metric",
     )
-    g.add_argument("--tau", default=[1000], nargs="+", type=int, help="epochs at which MultiStepLR decays the lr")
-    g.add_argument("--gamma", default=0.3, type=float, help="lr decay factor of the scheduler")
-    g.add_argument("--plateau_factor", default=0.5, type=float, help="ReduceLROnPlateau factor")
-    g.add_argument("--plateau_patience", default=15, type=int, help="ReduceLROnPlateau patience (epochs)")
+    g.add_argument("--tau", default=[1000], nargs="+", type=positive_int(), help="epochs at which MultiStepLR decays the lr")
+    g.add_argument("--gamma", default=0.3, type=positive_float(), help="lr decay factor of the scheduler")
+    g.add_argument("--plateau_factor", default=0.5, type=fraction(low_open=True, high_open=True), help="ReduceLROnPlateau factor")
+    g.add_argument("--plateau_patience", default=15, type=non_negative_int(), help="ReduceLROnPlateau patience (epochs)")
     g.add_argument(
         "--early_stop_patience",
         default=-1,
-        type=int,
+        type=Number(int, low=-1),
         help="stop after this many evaluations without improvement of the first storage metric (-1: off)",
     )
     g.add_argument(
         "--warmup",
         default=0,
-        type=int,
+        type=non_negative_int(),
         help="epochs training only head and criterion (frozen backbone, its BatchNorm statistics fixed)",
     )
-    g.add_argument("--gpu", default=[0], nargs="+", type=int, help="GPU id(s); the CPU is used when CUDA is absent")
+    g.add_argument("--gpu", default=[0], nargs="+", type=non_negative_int(), help="GPU id(s); the CPU is used when CUDA is absent")
     g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed-precision autocast on GPU")
     g.add_argument("--resume", default="", type=str, help="run folder to resume from its last checkpoint")
+    g.add_argument("--checkpoint_every", default=0, type=non_negative_int(),
+                   help="also save checkpoint_last.pth every N training steps (0: at epoch ends only; a SIGTERM or "
+                        "SIGINT always saves the position before stopping), bounding the work a kill -9 loses")  # fmt: skip
     g.add_argument("--dry_run", action="store_true", help="build data, model, loss and optimiser, then stop")
 
 
@@ -108,7 +112,7 @@ def data_parameters(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--data_sampler", default="class_random", type=str, help="batch sampler: " + ", ".join(datasampler.names())
     )
-    g.add_argument("--samples_per_class", default=2, type=int, help="images per class in a batch")
+    g.add_argument("--samples_per_class", default=2, type=positive_int(), help="images per class in a batch")
     g.add_argument("--use_tv_split", action="store_true", help="carve a validation split out of the train classes")
     g.add_argument(
         "--tv_split_by_samples",
@@ -116,7 +120,7 @@ def data_parameters(parser: argparse.ArgumentParser) -> None:
         help="split train/val by samples within each class instead of by classes",
     )
     g.add_argument(
-        "--tv_split_perc", default=0.8, type=float, help="share of train classes (or samples) kept for training"
+        "--tv_split_perc", default=0.8, type=fraction(low_open=True, high_open=True), help="share of train classes (or samples) kept for training"
     )
     g.add_argument(
         "--augmentation",
@@ -125,7 +129,7 @@ def data_parameters(parser: argparse.ArgumentParser) -> None:
         help="train-time augmentation (Roth suite): base crop+flip, big at 256 px, adv + colour jitter/grayscale, "
         "red resize+random crop, none",
     )
-    g.add_argument("--image_size", default=224, type=int, help="crop size of image datasets")
+    g.add_argument("--image_size", default=224, type=Number(int, low=8), help="crop size of image datasets")
     datasets.add_args(g)
     datasampler.add_args(g)
 
@@ -138,7 +142,7 @@ def model_parameters(parser: argparse.ArgumentParser) -> None:
         type=str,
         help="backbone[_frozen][_normalize]: " + ", ".join(architectures.names()) + ", timm_<model>",
     )
-    g.add_argument("--embed_dim", default=128, type=int, help="embedding dimension")
+    g.add_argument("--embed_dim", default=128, type=positive_int(), help="embedding dimension")
     g.add_argument("--not_pretrained", action="store_true", help="random init instead of ImageNet weights")
     architectures.add_args(g)
 
@@ -187,7 +191,7 @@ def evaluation_parameters(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--evaluate_on_cpu", action="store_true", help="k-NN search with faiss on the CPU even on a GPU")
     g.add_argument("--no_train_metrics", action="store_true", help="skip metrics on the training data")
-    g.add_argument("--eval_every", default=1, type=int, help="evaluate every N epochs (and after the last)")
+    g.add_argument("--eval_every", default=1, type=positive_int(), help="evaluate every N epochs (and after the last)")
     metrics.add_args(g)
 
 
@@ -266,6 +270,12 @@ def build_parser() -> FlagParser:
 
 def check_options(opt: argparse.Namespace) -> None:
     """Cross-flag checks; each failure is one line saying what to change."""
+    if opt.resume:
+        last = Path(opt.resume) / "checkpoint_last.pth"
+        if not Path(opt.resume).is_dir():
+            raise UserError(f"--resume {opt.resume}: no such run folder; pass <save_path>/<dataset>/<group>_s<seed>")
+        if not last.is_file():
+            raise UserError(f"--resume {opt.resume}: no checkpoint_last.pth there; pass a run folder of this suite")
     if opt.wandb_key is not None or opt.comet_api_key is not None:
         raise UserError("API keys are not accepted as flags (they must not reach configs or logs); "
                         "set WANDB_API_KEY in the environment instead")  # fmt: skip
@@ -274,19 +284,10 @@ def check_options(opt: argparse.Namespace) -> None:
             warnings.warn(f"{flag} (a flag of the original code) is ignored: {why}", stacklevel=2)
     if opt.use_float16:
         opt.amp = "fp16" if opt.amp == "none" else opt.amp
-    for flag, low in (("n_epochs", 1), ("eval_every", 1), ("embed_dim", 1), ("kernels", 0), ("warmup", 0)):
-        if getattr(opt, flag) < low:
-            raise UserError(f"--{flag} must be at least {low}, got {getattr(opt, flag)}")
-    if opt.lr <= 0:
-        raise UserError(f"--lr must be positive, got {opt.lr}")
-    if opt.bs <= 0 or opt.samples_per_class <= 0:
-        raise UserError("--bs and --samples_per_class must be positive")
     if opt.bs % opt.samples_per_class:
         raise UserError(
             f"--bs {opt.bs} is not divisible by --samples_per_class {opt.samples_per_class}; change one of them"
         )
-    if not 0 < opt.tv_split_perc < 1 and opt.use_tv_split:
-        raise UserError(f"--tv_split_perc must lie in (0, 1), got {opt.tv_split_perc}")
     criteria.get_class(opt.loss)
     datasampler.REGISTRY.get(opt.data_sampler)
     architectures.REGISTRY.get(architectures.parse_name(opt.arch)[0]) if not opt.arch.startswith("timm_") else None

@@ -7,16 +7,17 @@ import torch
 from batch_mining import register
 from batch_mining._base import Miner, label_masks, pick
 from utilities.distances import distance_matrix
+from utilities.flag_types import non_negative_float
 
 
 def add_args(parser) -> None:
     parser.add_argument(
         "--miner_distance_lower_cutoff",
         default=0.5,
-        type=float,
+        type=non_negative_float(),
         help="distances below this are raised to it (equal weight for very close negatives)",
     )
-    parser.add_argument("--miner_distance_upper_cutoff", default=1.4, type=float,
+    parser.add_argument("--miner_distance_upper_cutoff", default=1.4, type=non_negative_float(),
                         help="negatives at or beyond this distance are not sampled (unless no negative is closer)")  # fmt: skip
 
 

@@ -9,6 +9,7 @@ from batch_mining import register
 from batch_mining._base import Miner, label_masks, pick
 from utilities.distances import distance_matrix
 from utilities.errors import UserError
+from utilities.flag_types import finite_float, positive_int
 
 MODES = ("uniform", "hards", "semihards", "veryhards")
 
@@ -23,14 +24,14 @@ def add_args(parser) -> None:
     parser.add_argument(
         "--miner_parametric_n_support",
         default=100,
-        type=int,
+        type=positive_int(),
         help="parametric: number of support points (n - 1 histogram bins) on the distance range",
     )
     parser.add_argument(
         "--miner_parametric_support_lim",
         default=[0.0, 2.0],
         nargs=2,
-        type=float,
+        type=finite_float(),
         help="parametric: distance range [low high] of the support; negatives outside it are not drawn",
     )
 

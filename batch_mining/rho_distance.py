@@ -8,25 +8,26 @@ from batch_mining import register
 from batch_mining._base import label_masks, pick
 from batch_mining.distance import DistanceMiner
 from utilities.errors import UserError
+from utilities.flag_types import fraction, non_negative_float
 
 
 def add_args(parser) -> None:
     parser.add_argument(
         "--miner_rho_distance_lower_cutoff",
         default=0.5,
-        type=float,
+        type=non_negative_float(),
         help="rho_distance: distances below this are raised to it (equal weight for very close negatives)",
     )
     parser.add_argument(
         "--miner_rho_distance_upper_cutoff",
         default=1.4,
-        type=float,
+        type=non_negative_float(),
         help="rho_distance: negatives at or beyond this distance are not sampled (unless none is closer)",
     )
     parser.add_argument(
         "--miner_rho_distance_cp",
         default=0.2,
-        type=float,
+        type=fraction(),
         help="rho_distance: probability p_rho that an anchor's triplet pushes a positive away instead",
     )
 

@@ -31,6 +31,7 @@ from criteria._base import Criterion
 from criteria._classifier import with_default_metrics
 from criteria._common import logsumexp_add_one
 from utilities.errors import UserError
+from utilities.flag_types import finite_float, fraction, non_negative_float, positive_float, positive_int
 from utilities.vmf import log_vmf_norm
 
 KAPPA_MIN = 0.1
@@ -53,27 +54,32 @@ def add_proxyvmf_args(parser) -> None:
     a(
         "--loss_proxyvmf_guidance_w",
         default=0.0,
-        type=float,
+        type=non_negative_float(),
         help="weight w of the ProxyAnchor guidance term on the proxy directions (proxyvmf_panc)",
     )
-    a("--loss_proxyvmf_proxylrmulti", default=5000.0, type=float, help="lr of the proxy directions = --lr x this")
+    a(
+        "--loss_proxyvmf_proxylrmulti",
+        default=5000.0,
+        type=positive_float(),
+        help="lr of the proxy directions = --lr x this",
+    )
     a(
         "--loss_proxyvmf_conclrmulti",
         default=50000.0,
-        type=float,
+        type=positive_float(),
         help="lr of the per-dimension proxy concentrations = --lr x this",
     )
-    a("--loss_proxyvmf_templrmulti", default=500.0, type=float, help="lr of the temperature = --lr x this")
+    a("--loss_proxyvmf_templrmulti", default=500.0, type=positive_float(), help="lr of the temperature = --lr x this")
     a(
         "--loss_proxyvmf_concentration",
         default=10.0,
-        type=float,
+        type=positive_float(),
         help="initial proxy concentration (every kappa_{c,j}) and initial norm of the raw direction v_c",
     )
     a(
         "--loss_proxyvmf_rho",
         default=1.0,
-        type=float,
+        type=positive_float(),
         help="order of the PPK in proxyvmf: 1 = expected likelihood (EL-vMF), 0.5 = Bhattacharyya (B-vMF)",
     )
     a(
@@ -81,32 +87,42 @@ def add_proxyvmf_args(parser) -> None:
         action="store_true",
         help="initialise proxy directions to the normalised train-class mean embeddings (no augmentation)",
     )
-    a("--loss_proxyvmf_temp", default=0.01, type=float, help="initial value of the learned temperature T")
-    a("--loss_proxyvmf_n_samples", default=20, type=int, help="vMF samples S per image (proxyvmf_panc)")
+    a("--loss_proxyvmf_temp", default=0.01, type=positive_float(), help="initial value of the learned temperature T")
+    a("--loss_proxyvmf_n_samples", default=20, type=positive_int(), help="vMF samples S per image (proxyvmf_panc)")
     a(
         "--loss_proxyvmf_init_norm_multiplier",
         default=100.0,
-        type=float,
+        type=positive_float(),
         help="factor on the embedding head's initial weights, so embedding norms (concentrations) start large",
     )
-    a("--loss_proxyvmf_subsample_p", default=1.0, type=float,
+    a("--loss_proxyvmf_subsample_p", default=1.0, type=fraction(low_open=True),
       help="< 1: per batch use the proxies of the batch's classes plus a random share of the others, "
            "int((p - U/C) (C - U)) negatives (U classes in the batch, C in total), as the original")  # fmt: skip
 
 
 def add_oproxy_args(parser) -> None:
     a = parser.add_argument
-    a("--loss_oproxy_pos_alpha", default=32.0, type=float, help="ProxyAnchor/NCA scale of the positive term")
-    a("--loss_oproxy_neg_alpha", default=32.0, type=float, help="ProxyAnchor/NCA scale of the negative term")
-    a("--loss_oproxy_pos_delta", default=0.1, type=float, help="positive margin: exp(-pos_alpha (s - pos_delta))")
-    a("--loss_oproxy_neg_delta", default=-0.1, type=float, help="negative margin: exp(neg_alpha (s - neg_delta))")
+    a("--loss_oproxy_pos_alpha", default=32.0, type=positive_float(), help="ProxyAnchor/NCA scale of the positive term")
+    a("--loss_oproxy_neg_alpha", default=32.0, type=positive_float(), help="ProxyAnchor/NCA scale of the negative term")
+    a(
+        "--loss_oproxy_pos_delta",
+        default=0.1,
+        type=finite_float(),
+        help="positive margin: exp(-pos_alpha (s - pos_delta))",
+    )
+    a(
+        "--loss_oproxy_neg_delta",
+        default=-0.1,
+        type=finite_float(),
+        help="negative margin: exp(neg_alpha (s - neg_delta))",
+    )
     a(
         "--loss_oproxy_mode",
         default="anchor",
         choices=["anchor", "nca"],
         help="anchor: logsumexp over the batch per proxy (ProxyAnchor); nca: over proxies/positives per image",
     )
-    a("--loss_oproxy_lrmulti", default=2000.0, type=float, help="lr of the oproxy proxies = --lr x this")
+    a("--loss_oproxy_lrmulti", default=2000.0, type=positive_float(), help="lr of the oproxy proxies = --lr x this")
 
 
 def oproxy_options(opt) -> dict:

@@ -15,6 +15,7 @@ from criteria._base import Criterion
 from criteria._common import TUPLE_OUTPUTS, zero_loss
 from criteria._roth_utils import grad_reverse
 from utilities.errors import UserError
+from utilities.flag_types import non_negative_float, positive_float, positive_int
 
 
 def add_args(parser) -> None:
@@ -30,11 +31,11 @@ def add_args(parser) -> None:
         "--diva_rho_decorrelation",
         default=[1500.0],
         nargs="+",
-        type=float,
+        type=non_negative_float(),
         help="weight per direction (one value applies to all)",
     )
-    parser.add_argument("--diva_decorrnet_dim", default=512, type=int, help="hidden width of the regressors")
-    parser.add_argument("--diva_decorrnet_lr", default=0.00001, type=float, help="learning rate of the regressors")
+    parser.add_argument("--diva_decorrnet_dim", default=512, type=positive_int(), help="hidden width of the regressors")
+    parser.add_argument("--diva_decorrnet_lr", default=0.00001, type=positive_float(), help="learning rate of the regressors")
     parser.add_argument("--loss_adversarial_separation_base", default="margin", type=base_loss,
                         help="criterion trained on the full embedding next to the separation term: a triplet-based "
                         "or miner-free loss ('none': separation only)")  # fmt: skip

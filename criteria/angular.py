@@ -12,17 +12,18 @@ from criteria._base import Criterion
 from criteria._common import logsumexp_add_one
 from criteria._roth_utils import l2_norm_penalty, unpack_npair
 from criteria.npair import npair_terms
+from utilities.flag_types import Number, non_negative_float
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_angular_alpha", default=45.0, type=float, help="angular margin alpha in degrees")
+    parser.add_argument("--loss_angular_alpha", default=45.0, type=Number(float, low=0, high=90, low_open=True, high_open=True), help="angular margin alpha in degrees")
     parser.add_argument(
         "--loss_angular_npair_ang_weight",
         default=2.0,
-        type=float,
+        type=non_negative_float(),
         help="weight lambda of the angular term relative to the N-pair term",
     )
-    parser.add_argument("--loss_angular_npair_l2", default=0.005, type=float,
+    parser.add_argument("--loss_angular_npair_l2", default=0.005, type=non_negative_float(),
                         help="weight of the embedding-norm penalty mean_i ||x_i|| (the N-pair term is unnormalised)")  # fmt: skip
 
 

@@ -11,24 +11,25 @@ from torch import nn
 
 from criteria import register
 from criteria._classifier import LogitClassifier
+from utilities.flag_types import Number, non_negative_int, positive_float
 
 _EPS = 1e-7  # keeps acos' gradient finite at cos = +-1
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_arcface_lr", default=0.0005, type=float, help="learning rate of the class weights")
+    parser.add_argument("--loss_arcface_lr", default=0.0005, type=positive_float(), help="learning rate of the class weights")
     parser.add_argument(
-        "--loss_arcface_angular_margin", default=0.5, type=float, help="additive angular margin m (radians)"
+        "--loss_arcface_angular_margin", default=0.5, type=Number(float, low=0, high=3.141592653589793), help="additive angular margin m (radians)"
     )
     parser.add_argument(
-        "--loss_arcface_feature_scale", default=16.0, type=float, help="logit scale s (inverse temperature)"
+        "--loss_arcface_feature_scale", default=16.0, type=positive_float(), help="logit scale s (inverse temperature)"
     )
     parser.add_argument(
         "--loss_arcface_learn_scale", action="store_true",
         help="learn the logit scale s (as log s, at --temp_lr, no momentum or decay), as the vMF paper's baseline",
     )  # fmt: skip
     parser.add_argument(
-        "--loss_arcface_warmup_epochs", default=0, type=int,
+        "--loss_arcface_warmup_epochs", default=0, type=non_negative_int(),
         help="margin 0 for the first N epochs (vMF paper: 20 (Fashion)MNIST, 60 CIFAR10, 100 CIFAR100)",
     )  # fmt: skip
 

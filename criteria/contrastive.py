@@ -9,16 +9,17 @@ from criteria import register
 from criteria._base import Criterion
 from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
 from utilities.distances import pair_distance
+from utilities.flag_types import non_negative_float
 
 
 def add_args(parser) -> None:
     parser.add_argument(
         "--loss_contrastive_pos_margin",
         default=0.0,
-        type=float,
+        type=non_negative_float(),
         help="positive pairs are pulled until their distance is below this",
     )
-    parser.add_argument("--loss_contrastive_neg_margin", default=1.0, type=float,
+    parser.add_argument("--loss_contrastive_neg_margin", default=1.0, type=non_negative_float(),
                         help="negative pairs are pushed until their distance exceeds this")  # fmt: skip
 
 

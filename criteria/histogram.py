@@ -9,10 +9,11 @@ from criteria import register
 from criteria._base import Criterion
 from criteria._common import zero_loss
 from utilities.errors import UserError
+from utilities.flag_types import Number
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_histogram_nbins", default=65, type=int, help="histogram nodes R on [-1, 1]")
+    parser.add_argument("--loss_histogram_nbins", default=65, type=Number(int, low=2), help="histogram nodes R on [-1, 1]")
 
 
 def soft_histogram(sims: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,13 @@ from torch import nn
 from criteria import register
 from criteria._classifier import CLASSIFIER_METRICS, LogitClassifier, with_default_metrics
 from utilities.errors import UserError
+from utilities.flag_types import positive_float
 
 _MIN_NORM = 1e-15
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_hyperbolic_softmax_c", default=1e-5, type=float,
+    parser.add_argument("--loss_hyperbolic_softmax_c", default=1e-5, type=positive_float(),
                         help="hyperbolic_softmax: Poincare ball curvature c (vMF paper: 1e-5)")  # fmt: skip
     parser.add_argument("--loss_hyperbolic_softmax_euclidean_grad", action="store_true",
                         help="hyperbolic_softmax: plain gradient at the ball point instead of the original's "

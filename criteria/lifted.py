@@ -10,14 +10,15 @@ from criteria._base import Criterion
 from criteria._common import zero_loss
 from criteria._roth_utils import l2_norm_penalty, unpack_sets
 from utilities.distances import pairwise_distances
+from utilities.flag_types import finite_float, non_negative_float
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_lifted_neg_margin", default=1.0, type=float, help="margin alpha on negative distances")
+    parser.add_argument("--loss_lifted_neg_margin", default=1.0, type=finite_float(), help="margin alpha on negative distances")
     parser.add_argument(
         "--loss_lifted_l2",
         default=0.005,
-        type=float,
+        type=non_negative_float(),
         help="weight of the embedding-norm penalty mean_i ||x_i|| (embeddings are not normalised)",
     )
     parser.add_argument("--loss_lifted_variant", default="original", choices=["original", "generalized"],

@@ -11,13 +11,14 @@ from criteria import register
 from criteria._base import Criterion
 from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
 from utilities.distances import pair_distance
+from utilities.flag_types import finite_float, non_negative_float, positive_float
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_margin_margin", default=0.2, type=float, help="margin alpha around the boundary beta")
-    parser.add_argument("--loss_margin_beta_lr", default=0.0005, type=float, help="learning rate of the class betas")
-    parser.add_argument("--loss_margin_beta", default=1.2, type=float, help="initial class boundary beta")
-    parser.add_argument("--loss_margin_nu", default=0.0, type=float, help="regularisation weight nu on the betas")
+    parser.add_argument("--loss_margin_margin", default=0.2, type=non_negative_float(), help="margin alpha around the boundary beta")
+    parser.add_argument("--loss_margin_beta_lr", default=0.0005, type=positive_float(), help="learning rate of the class betas")
+    parser.add_argument("--loss_margin_beta", default=1.2, type=finite_float(), help="initial class boundary beta")
+    parser.add_argument("--loss_margin_nu", default=0.0, type=non_negative_float(), help="regularisation weight nu on the betas")
     parser.add_argument("--loss_margin_beta_constant", action="store_true", help="keep the betas fixed (untrained)")
 
 

@@ -8,15 +8,16 @@ import torch.nn.functional as F
 from criteria import register
 from criteria._base import Criterion
 from criteria._common import logsumexp_add_one
+from utilities.flag_types import finite_float, non_negative_float, positive_float
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_multisimilarity_pos_weight", default=2.0, type=float, help="scale alpha of positives")
-    parser.add_argument("--loss_multisimilarity_neg_weight", default=40.0, type=float, help="scale beta of negatives")
+    parser.add_argument("--loss_multisimilarity_pos_weight", default=2.0, type=positive_float(), help="scale alpha of positives")
+    parser.add_argument("--loss_multisimilarity_neg_weight", default=40.0, type=positive_float(), help="scale beta of negatives")
     parser.add_argument(
-        "--loss_multisimilarity_margin", default=0.1, type=float, help="mining margin epsilon on the similarities"
+        "--loss_multisimilarity_margin", default=0.1, type=non_negative_float(), help="mining margin epsilon on the similarities"
     )
-    parser.add_argument("--loss_multisimilarity_thresh", default=0.5, type=float,
+    parser.add_argument("--loss_multisimilarity_thresh", default=0.5, type=finite_float(),
                         help="similarity offset lambda in the exponents")  # fmt: skip
 
 

@@ -8,10 +8,11 @@ from criteria import register
 from criteria._base import Criterion
 from criteria._common import logsumexp_add_one
 from criteria._roth_utils import l2_norm_penalty, unpack_npair
+from utilities.flag_types import non_negative_float
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_npair_l2", default=0.005, type=float,
+    parser.add_argument("--loss_npair_l2", default=0.005, type=non_negative_float(),
                         help="weight of the embedding-norm penalty mean_i ||x_i|| (0.02 in the paper, x0.25 in its code)")  # fmt: skip
 
 

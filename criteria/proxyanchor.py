@@ -10,12 +10,13 @@ from torch import nn
 from criteria import register
 from criteria._base import Criterion
 from criteria._common import logsumexp_add_one
+from utilities.flag_types import finite_float, positive_float
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_proxyanchor_alpha", default=32.0, type=float, help="scale alpha of the similarities")
-    parser.add_argument("--loss_proxyanchor_delta", default=0.1, type=float, help="margin delta")
-    parser.add_argument("--loss_proxyanchor_lrmulti", default=100.0, type=float,
+    parser.add_argument("--loss_proxyanchor_alpha", default=32.0, type=positive_float(), help="scale alpha of the similarities")
+    parser.add_argument("--loss_proxyanchor_delta", default=0.1, type=finite_float(), help="margin delta")
+    parser.add_argument("--loss_proxyanchor_lrmulti", default=100.0, type=positive_float(),
                         help="learning rate of the proxies = --lr times this (100 in the original code)")  # fmt: skip
 
 

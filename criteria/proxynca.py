@@ -10,14 +10,15 @@ from torch import nn
 from criteria import register
 from criteria._base import Criterion
 from utilities.errors import UserError
+from utilities.flag_types import positive_float
 
 SCALE = 3.0  # embeddings and proxies live on the sphere of radius 3: the Roth suite's fixed NCA temperature
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_proxynca_lrmulti", default=50.0, type=float,
+    parser.add_argument("--loss_proxynca_lrmulti", default=50.0, type=positive_float(),
                         help="learning rate of the proxies = --lr times this")  # fmt: skip
-    parser.add_argument("--loss_proxynca_scale", default=SCALE, type=float,
+    parser.add_argument("--loss_proxynca_scale", default=SCALE, type=positive_float(),
                         help="proxynca and proxynca_pp: embeddings and proxies are L2-normalised, then multiplied "
                              "by this (3 = the Roth suite's fixed value)")  # fmt: skip
 

@@ -9,16 +9,17 @@ from criteria import register
 from criteria._base import Criterion
 from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
 from utilities.distances import pair_distance
+from utilities.flag_types import non_negative_float
 
 
 def add_args(parser) -> None:
     parser.add_argument(
         "--loss_quadruplet_margin_alpha_1",
         default=0.2,
-        type=float,
+        type=non_negative_float(),
         help="margin alpha_1 of the triplet term d(a,p) < d(a,n)",
     )
-    parser.add_argument("--loss_quadruplet_margin_alpha_2", default=0.2, type=float,
+    parser.add_argument("--loss_quadruplet_margin_alpha_2", default=0.2, type=non_negative_float(),
                         help="margin alpha_2 of the quadruplet term d(a,p) < d(n,k)")  # fmt: skip
 
 

@@ -8,11 +8,12 @@ import torch.nn.functional as F
 from criteria import register
 from criteria._base import Criterion
 from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
+from utilities.flag_types import non_negative_float
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_snr_margin", default=0.2, type=float, help="triplet margin on SNR distances")
-    parser.add_argument("--loss_snr_reg_lambda", default=0.005, type=float,
+    parser.add_argument("--loss_snr_margin", default=0.2, type=non_negative_float(), help="triplet margin on SNR distances")
+    parser.add_argument("--loss_snr_reg_lambda", default=0.005, type=non_negative_float(),
                         help="weight of the zero-mean regulariser mean_i |sum_d x_id| (off with the distance miner, as in the Roth suite)")  # fmt: skip
 
 

@@ -11,11 +11,12 @@ from torch import nn
 
 from criteria import register
 from criteria._base import Criterion
+from utilities.flag_types import positive_float
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_softmax_lr", default=0.00001, type=float, help="learning rate of the class weights")
-    parser.add_argument("--loss_softmax_temperature", default=0.05, type=float, help="softmax temperature T")
+    parser.add_argument("--loss_softmax_lr", default=0.00001, type=positive_float(), help="learning rate of the class weights")
+    parser.add_argument("--loss_softmax_temperature", default=0.05, type=positive_float(), help="softmax temperature T")
 
 
 @register(

@@ -12,26 +12,27 @@ from torch import nn
 from criteria import register
 from criteria._base import Criterion
 from utilities.errors import UserError
+from utilities.flag_types import non_negative_float, positive_float, positive_int
 
 REG_EPS = 1e-5  # inside sqrt(2 - 2 cos): keeps the gradient finite for coinciding centres (the reference code's value)
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_softtriplet_n_centroids", default=2, type=int, help="centres K per class")
+    parser.add_argument("--loss_softtriplet_n_centroids", default=2, type=positive_int(), help="centres K per class")
     parser.add_argument(
-        "--loss_softtriplet_margin_delta", default=0.01, type=float, help="margin delta on the target class"
+        "--loss_softtriplet_margin_delta", default=0.01, type=non_negative_float(), help="margin delta on the target class"
     )
     parser.add_argument(
         "--loss_softtriplet_gamma",
         default=0.1,
-        type=float,
+        type=positive_float(),
         help="entropy weight gamma: centre weights are softmax(cos / gamma) within a class",
     )
-    parser.add_argument("--loss_softtriplet_lambda", default=8.0, type=float, help="scale lambda of the class logits")
+    parser.add_argument("--loss_softtriplet_lambda", default=8.0, type=positive_float(), help="scale lambda of the class logits")
     parser.add_argument(
-        "--loss_softtriplet_reg_weight", default=0.2, type=float, help="weight tau of the centre-merging regulariser"
+        "--loss_softtriplet_reg_weight", default=0.2, type=non_negative_float(), help="weight tau of the centre-merging regulariser"
     )
-    parser.add_argument("--loss_softtriplet_lrmulti", default=1.0, type=float,
+    parser.add_argument("--loss_softtriplet_lrmulti", default=1.0, type=positive_float(),
                         help="learning rate of the centres = --lr times this")  # fmt: skip
 
 

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from criteria import register
 from criteria._base import Criterion
 from criteria._common import TUPLE_OUTPUTS, mine_triplets, zero_loss
+from utilities.flag_types import non_negative_float
 
 
 def add_args(parser) -> None:
-    parser.add_argument("--loss_triplet_margin", default=0.2, type=float, help="triplet margin (squared distances)")
+    parser.add_argument("--loss_triplet_margin", default=0.2, type=non_negative_float(), help="triplet margin (squared distances)")
 
 
 @register(

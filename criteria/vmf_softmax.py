@@ -12,6 +12,7 @@ from criteria import register
 from criteria._base import Criterion
 from criteria._classifier import CLASSIFIER_METRICS, with_default_metrics
 from utilities.errors import UserError
+from utilities.flag_types import finite_float, fraction, positive_float, positive_int
 from utilities.vmf import log_vmf_norm, sample_vmf, vmf_mean_resultant
 
 
@@ -19,13 +20,13 @@ def add_args(parser) -> None:
     parser.add_argument(
         "--loss_vmf_softmax_n_samples",
         default=10,
-        type=int,
+        type=positive_int(),
         help="vmf_softmax: reparameterised vMF samples S per example (loss and predictions)",
     )
     parser.add_argument(
         "--kappa_confidence",
         default=0.4,
-        type=float,
+        type=fraction(low_open=True, high_open=True),
         help="vmf_softmax: target initial mean resultant length r in (0, 1); sets the frozen scale "
         "s and the class-weight init N(0, sigma^2), sigma = r/(1-r^2)(d-1)/sqrt(d) (vmf_softmax only)",
     )
@@ -36,8 +37,8 @@ def add_args(parser) -> None:
     )
     parser.add_argument("--no_learn_temp", dest="learn_temp", action="store_false",
                         help="keep the temperature fixed at exp(-init_temp) (undoes --learn_temp or a loss default)")  # fmt: skip
-    parser.add_argument("--init_temp", default=0.0, type=float, help="initial temp (beta = exp(-temp))")
-    parser.add_argument("--temp_lr", default=0.001, type=float,
+    parser.add_argument("--init_temp", default=0.0, type=finite_float(), help="initial temp (beta = exp(-temp))")
+    parser.add_argument("--temp_lr", default=0.001, type=positive_float(),
                         help="learning rate of temp (own param group: no momentum, no weight decay)")  # fmt: skip
 
 

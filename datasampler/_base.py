@@ -33,6 +33,7 @@ class BatchSampler(torch.utils.data.Sampler):
         self.batch_size = int(opt.bs if batch_size is None else batch_size)
         self.seed = int(opt.seed)
         self.epoch = 0
+        self.skip_batches = 0
         self.rank, self.world_size = 0, 1
         if self.batch_size <= 0:
             raise UserError(f"--bs must be positive, got {self.batch_size}")
@@ -60,11 +61,18 @@ class BatchSampler(torch.utils.data.Sampler):
     def batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         raise NotImplementedError
 
+    def skip(self, n_batches: int) -> None:
+        """The next pass starts after its first ``n_batches`` batches (resuming in the middle of an epoch): they
+        are drawn, so the rest of the epoch is the same, and not yielded."""
+        self.skip_batches = int(n_batches)
+
     def __iter__(self) -> Iterator[list[int]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
+        skip, self.skip_batches = self.skip_batches, 0
         k = self.local_batch_size
-        for batch in self.batches(self.rng(epoch)):
-            yield batch[self.rank * k : (self.rank + 1) * k].tolist()
+        for i, batch in enumerate(self.batches(self.rng(epoch))):
+            if i >= skip:
+                yield batch[self.rank * k : (self.rank + 1) * k].tolist()
 
     def __len__(self) -> int:
         return self.n_batches

@@ -29,6 +29,7 @@ import torch
 from datasampler._base import BatchSampler, ClassBatchSampler
 from utilities.distances import l2_normalize
 from utilities.errors import UserError
+from utilities.flag_types import Number, positive_float, positive_int
 
 SIM_MEASURES = ("euclidean", "cosine")
 
@@ -40,13 +41,13 @@ def add_storage_args(parser) -> None:
     parser.add_argument(
         "--data_batchmatch_bigbs",
         default=512,
-        type=int,
+        type=positive_int(),
         help="storage samplers: size of the random pool each batch is selected from",
     )
     parser.add_argument(
         "--data_batchmatch_ncomps",
         default=10,
-        type=int,
+        type=positive_int(),
         help="disthist/fid_batchmatch: candidate batches compared per batch",
     )
     parser.add_argument(
@@ -57,7 +58,7 @@ def add_storage_args(parser) -> None:
     parser.add_argument(
         "--data_sampler_lowproj_dim",
         default=-1,
-        type=int,
+        type=Number(int, low=1, also=(-1,)),
         help="storage samplers: random linear projection to this dimension before selection (-1: off)",
     )
     parser.add_argument(
@@ -74,13 +75,13 @@ def add_storage_args(parser) -> None:
     parser.add_argument(
         "--data_mb_mom",
         default=-1.0,
-        type=float,
+        type=Number(float, high=1, high_open=True),
         help="storage samplers: momentum of full storage refreshes (<= 0: replace)",
     )
     parser.add_argument(
         "--data_mb_lr",
         default=1.0,
-        type=float,
+        type=positive_float(),
         help="storage samplers: step size of the momentum term in full storage refreshes",
     )
 

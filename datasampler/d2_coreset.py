@@ -7,6 +7,7 @@ import numpy as np
 from datasampler import register
 from datasampler._storage import CoresetSampler, add_storage_args
 from utilities.distances import squared_distances
+from utilities.flag_types import non_negative_float
 
 
 def add_args(parser) -> None:
@@ -14,7 +15,7 @@ def add_args(parser) -> None:
     parser.add_argument(
         "--data_d2_coreset_lambda",
         default=1.0,
-        type=float,
+        type=non_negative_float(),
         help="d2_coreset: exponent lambda on the summed squared distances",
     )
 

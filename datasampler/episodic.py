@@ -11,6 +11,7 @@ import numpy as np
 from datasampler import register
 from datasampler._base import ClassBatchSampler
 from utilities.errors import UserError
+from utilities.flag_types import Number, positive_int
 
 log = logging.getLogger("dml")
 
@@ -19,19 +20,19 @@ def add_args(parser) -> None:
     parser.add_argument(
         "--n_episodes",
         default=250,
-        type=int,
+        type=Number(int, low=1, also=(-1,)),
         help="episodic: batches (episodes) per epoch; -1: one pass, len(train) // batch size",
     )
     parser.add_argument(
         "--episode_classes",
         default=10,
-        type=int,
+        type=positive_int(),
         help="episodic: classes per episode, drawn without replacement (clamped to the train classes)",
     )
     parser.add_argument(
         "--episode_samples",
         default=13,
-        type=int,
+        type=positive_int(),
         help="episodic: images per class and episode; the batch size is classes x samples (--bs ignored)",
     )
 

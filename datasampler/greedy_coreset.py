@@ -7,6 +7,7 @@ import numpy as np
 from datasampler import register
 from datasampler._storage import CoresetSampler, add_storage_args
 from utilities.distances import squared_distances
+from utilities.flag_types import non_negative_float
 
 
 def add_args(parser) -> None:
@@ -14,7 +15,7 @@ def add_args(parser) -> None:
     parser.add_argument(
         "--data_gc_coreset_lim",
         default=1e-9,
-        type=float,
+        type=non_negative_float(),
         help="greedy_coreset: once every pool point is within this squared distance of the "
         "coreset, the remaining picks are random",
     )

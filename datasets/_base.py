@@ -156,11 +156,25 @@ class TensorImageDataset(Dataset):
 
 
 def list_images(folder: str) -> list[str]:
-    """Sorted image files directly inside ``folder`` (hidden files skipped)."""
-    return sorted(
+    """Sorted image files directly inside ``folder`` (hidden files skipped); an empty (zero-byte) one is a
+    one-line error naming it."""
+    files = sorted(
         os.path.join(folder, f) for f in os.listdir(folder)
         if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f))
     )  # fmt: skip
+    for path in files:
+        check_image_file(path)
+    return files
+
+
+def check_image_file(path: str) -> None:
+    """A one-line error when ``path`` is missing or empty (a corrupt but non-empty image fails when it is read)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        raise UserError(f"image {path} not found; restore it or remove it from the dataset") from None
+    if size == 0:
+        raise UserError(f"image {path} is empty (0 bytes); replace or remove it")
 
 
 def class_folders(root: str, layout: str) -> list[str]:

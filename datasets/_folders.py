@@ -9,6 +9,7 @@ import numpy as np
 
 from datasets._base import ImageFileDataset, class_folders, image_transforms, list_images
 from datasets._splits import assemble
+from utilities.errors import UserError
 
 
 def image_maker(opt):
@@ -21,10 +22,13 @@ def image_maker(opt):
 
 
 def collect(root: str, classes: Sequence[str], first_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """All images of ``root/<class>/`` for ``classes``; class ids count from ``first_id``."""
+    """All images of ``root/<class>/`` for ``classes``; class ids count from ``first_id``. A class folder without
+    an image is a one-line error (it would silently shift the class split)."""
     paths, ids = [], []
     for i, name in enumerate(classes):
         files = list_images(os.path.join(root, name))
+        if not files:
+            raise UserError(f"class folder {os.path.join(root, name)} holds no image; add its images or remove it")
         paths += files
         ids += [first_id + i] * len(files)
     return np.array(paths, dtype=object), np.array(ids, dtype=np.int64)

@@ -26,6 +26,7 @@ from datasets._base import TensorImageDataset, tensor_image_encoder
 from datasets._splits import add_args as add_split_args
 from datasets._splits import assemble, stratified_split
 from utilities.errors import UserError
+from utilities.flag_types import non_negative_float
 
 MEAN, STD = 0.3053, 0.3760  # over all 1797 clean images in [0, 1]
 TRAIN_CLASSES = (0, 1, 2, 3, 4)
@@ -44,7 +45,7 @@ def add_args(parser) -> None:
     parser.add_argument(
         "--digits_corruption",
         default=0.0,
-        type=float,
+        type=non_negative_float(),
         help="digits: max corruption strength s_max (0: off); each image gets s ~ U(0, s_max)",
     )
     parser.add_argument("--digits_corruption_type", default="both", choices=["both", "noise", "blur"],

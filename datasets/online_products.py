@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from datasets import register
+from datasets._base import check_image_file
 from datasets._folders import image_maker
 from datasets._splits import VMF_SEED, assemble
 from utilities.errors import UserError
@@ -44,8 +45,13 @@ def read_info_file(path: str, images_root: str) -> tuple[np.ndarray, np.ndarray]
                 raise UserError(
                     f"{path} line {line_no}: expected 'image_id class_id super_class_id path', got {line.strip()}"
                 )
+            image = os.path.join(images_root, " ".join(parts[3:]))
+            try:
+                check_image_file(image)
+            except UserError as err:
+                raise UserError(f"{path} line {line_no}: {err} (or remove the line)") from None
             ids.append(int(parts[1]) - 1)
-            paths.append(os.path.join(images_root, " ".join(parts[3:])))
+            paths.append(image)
     if not paths:
         raise UserError(f"SOP info file {path} lists no images")
     return np.array(paths, dtype=object), np.array(ids, dtype=np.int64)

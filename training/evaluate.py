@@ -141,10 +141,7 @@ def evaluate_run(opt) -> Path:
     seeding.set_seed(opt.seed)
     device = pick_device(opt)
     run_folder.setup_logging(None)
-    try:
-        state = checkpoint.load(path, device)
-    except Exception as err:  # torch raises several types for a file that is not a checkpoint
-        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}); pass a checkpoint of this run") from None
+    state = checkpoint.load(path, device)
     model, criterion = restore(opt, state, path, device)
     out = run_dir / "evaluation" / name
     out.mkdir(parents=True, exist_ok=True)

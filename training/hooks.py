@@ -10,6 +10,7 @@ The loop (``training.loop.Trainer``) calls each hook's methods, in list order, a
 ``after_epoch``        after every epoch, once the scheduler stepped and the stop decision is made:
                        ``(trainer, epoch, train_stats, evaluation or None)``
 ``on_run_end``         after the last epoch (or an early stop)
+``on_interrupt``       a SIGTERM / SIGINT stopped training after ``(trainer, epoch, step)``; the run ends
 =====================  =============================================================================
 
 A new output (a report, a plot, a logger) is one subclass overriding the events it needs,
@@ -59,4 +60,7 @@ class Hook:
         pass
 
     def on_run_end(self, trainer) -> None:
+        pass
+
+    def on_interrupt(self, trainer, epoch: int, step: int) -> None:
         pass

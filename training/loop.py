@@ -8,8 +8,11 @@ what ``python main.py`` does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +41,19 @@ class TrainState:
     stop_reason: str = "n_epochs reached"
 
 
+class Interrupted(Exception):
+    """SIGTERM / SIGINT during training: the current step finished and a checkpoint holds the run's position."""
+
+    def __init__(self, signum: int, epoch: int, step: int, run_dir):
+        self.signum, self.epoch, self.step, self.run_dir = signum, epoch, step, run_dir
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted by {name} at epoch {epoch}, batch {step}; the run's position is saved: resume "
+                         f"with the same command plus --resume {run_dir}")  # fmt: skip
+
+
+EXPLOSION = 1e3  # a finite loss this many times its first value is reported (once per epoch)
+
+
 class Trainer:
     """Trains one ``Run``; ``hooks`` record it (rank 0 only)."""
 
@@ -50,6 +66,11 @@ class Trainer:
         self.state = TrainState()
         self.run_dir: Path | None = None
         self.storage_epoch = 1  # the storage samplers' storage is fresh before this epoch
+        self.position: dict | None = None  # epoch under way: {"epoch", "step" (batches done), "losses", "elapsed"}
+        self.resume_position: dict | None = None  # a mid-epoch checkpoint's position, until that epoch resumes
+        self.pending_rng: dict | None = None  # its RNG states, restored once the epoch's loader iterator exists
+        self.interrupt: int | None = None  # the signal received, if any
+        self.first_loss: float | None = None
         self.backbone_flags = [(p, p.requires_grad) for p in self.run.model.backbone_parameters()] \
             if hasattr(self.run.model, "backbone_parameters") else []  # fmt: skip
 
@@ -78,7 +99,21 @@ class Trainer:
             "rng": seeding.rng_state(),
             "opt": run_folder.public_config(self.opt),
             "facts": run_facts(run),
+            "position": self.position,  # None at an epoch's end
+            "storage": self.storage_state(),
         }
+
+    def storage_state(self) -> dict | None:
+        """A storage sampler's train-set embeddings (a mid-epoch resume continues from them exactly)."""
+        sampler = self.run.sampler
+        if not self.uses_storage() or sampler.storage is None:
+            return None
+        return {"storage": sampler.storage, "delta_storage": sampler.delta_storage}
+
+    def checkpoint_due(self, step: int) -> bool:
+        """After ``step`` (0-based) of an epoch: ``--checkpoint_every`` steps passed (a mid-epoch checkpoint)."""
+        every = self.opt.checkpoint_every
+        return every > 0 and (step + 1) % every == 0
 
     def resume(self) -> None:
         path = Path(self.opt.resume) / checkpoint.LAST
@@ -92,8 +127,15 @@ class Trainer:
             self.run.scheduler.load_state_dict(state["scheduler"])
         self.selector.load_state_dict(state["selector"])
         self.state = TrainState(**state["train_state"])
-        seeding.set_rng_state(state["rng"])
-        log.info(f"resumed from {path} after epoch {self.state.epoch}")
+        if state.get("storage") is not None and self.uses_storage():
+            self.run.sampler.storage = state["storage"]["storage"]
+            self.run.sampler.delta_storage = state["storage"]["delta_storage"]
+        if state.get("position"):  # mid-epoch: continue that epoch at its next batch, with its RNG states
+            self.resume_position, self.pending_rng = state["position"], state["rng"]
+            log.info(f"resumed from {path} at epoch {self.resume_position['epoch']}, batch {self.resume_position['step']}")
+        else:
+            seeding.set_rng_state(state["rng"])
+            log.info(f"resumed from {path} after epoch {self.state.epoch}")
 
     # ---------------------------------------------------------------- training
     def set_backbone_trainable(self, trainable: bool) -> None:
@@ -132,13 +174,18 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         opt, run = self.opt, self.run
         storage = self.uses_storage()
-        start = time.time()
-        if storage:
+        resumed = self.resume_position if self.resume_position and self.resume_position["epoch"] == epoch else None
+        self.resume_position = None
+        done, losses = (resumed["step"], list(resumed["losses"])) if resumed else (0, [])
+        start = time.time() - (resumed["elapsed"] if resumed else 0.0)
+        if storage and not resumed:
             self.refresh_storage(epoch)
         run.model.train()
         run.criterion.train()
         if hasattr(run.sampler, "set_epoch"):
             run.sampler.set_epoch(epoch)
+        if done:
+            run.sampler.skip(done)
         run.criterion.on_epoch_start(epoch)
         warm = epoch <= opt.warmup
         if opt.warmup:
@@ -146,13 +193,21 @@ class Trainer:
         if warm:  # the frozen backbone's BatchNorm statistics stay fixed too
             for bn in self.backbone_batchnorms():
                 bn.eval()
-        losses = []
-        bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{opt.n_epochs}" + (" (warm-up)" if warm else ""),
-                   disable=not self.show_progress, leave=False, dynamic_ncols=True)  # fmt: skip
-        for step, (images, labels, indices) in enumerate(bar):
+        batches = iter(run.train_loader)  # creating it draws a seed from torch's RNG, as at the epoch's start
+        if self.pending_rng is not None:
+            seeding.set_rng_state(self.pending_rng)
+            self.pending_rng = None
+        bar = tqdm(batches, total=len(run.train_loader) - done, disable=not self.show_progress, leave=False,
+                   desc=f"epoch {epoch}/{opt.n_epochs}" + (" (warm-up)" if warm else ""), dynamic_ncols=True)  # fmt: skip
+        reported = False
+        for step, (images, labels, indices) in enumerate(bar, start=done):
             images, labels = images.to(run.device, non_blocking=True), labels.to(run.device)
             with autocast(opt.amp, run.device):
                 embeds = run.model(images)
+            if not bool(torch.isfinite(embeds).all()):  # before a miner or the loss sees them
+                raise UserError(f"non-finite embeddings at epoch {epoch}, batch {step}: the network diverged (its "
+                                f"weights after the previous step); lower --lr ({opt.lr:g}) or check the data "
+                                f"(run folder kept: {self.run_dir})")  # fmt: skip
             if storage:  # storage samplers keep the train-set embeddings current; under DDP the global batch
                 run.sampler.replace_storage_entries(
                     distributed.all_gather_cat(embeds.detach().float()).cpu(),
@@ -163,17 +218,38 @@ class Trainer:
             run.scaler.scale(loss).backward()
             value = distributed.all_reduce_gradients(self.trainable_parameters(), loss)  # mean over ranks
             if not math.isfinite(value):  # under DDP: on every rank when any rank's loss is non-finite
-                raise UserError(f"non-finite loss ({value}) at epoch {epoch}, batch {step}; lower --lr or check "
-                                f"the data (run folder kept: {self.run_dir})")  # fmt: skip
+                raise UserError(f"non-finite loss ({value}) at epoch {epoch}, batch {step}; lower --lr ({opt.lr:g}) "
+                                f"or check the data (run folder kept: {self.run_dir})")  # fmt: skip
+            self.check_gradients(epoch, step)
             run.scaler.step(run.optimizer)
             run.scaler.update()
             losses.append(value)
+            self.first_loss = value if self.first_loss is None else self.first_loss
+            if not reported and abs(value) > EXPLOSION * max(abs(self.first_loss), 1e-12):
+                reported = True
+                log.warning(f"the loss is exploding: {value:.4g} at epoch {epoch}, batch {step}, "
+                            f"{abs(value / self.first_loss):.3g}x its first value; consider a lower --lr")  # fmt: skip
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-            self.emit("after_step", epoch, step, value)
+            self.position = {"epoch": epoch, "step": step + 1, "losses": list(losses), "elapsed": time.time() - start}
+            self.interrupt = distributed.any_rank(self.interrupt)
+            self.emit("after_step", epoch, step, value)  # a mid-epoch checkpoint when checkpoint_due(step)
+            if self.interrupt is not None:
+                self.emit("on_interrupt", epoch, step)
+                raise Interrupted(self.interrupt, epoch, step + 1, self.run_dir)
         bar.close()
+        self.position = None
         stats = {"loss": float(np.mean(losses)) if losses else float("nan"), "time": time.time() - start,
                  "lr": run.optimizer.param_groups[0]["lr"]}  # fmt: skip
         return stats | run.criterion.diagnostics()
+
+    def check_gradients(self, epoch: int, step: int) -> None:
+        """One line when a gradient is not finite (a finite loss with an overflowing backward pass)."""
+        if self.run.scaler.is_enabled():  # fp16: the scaler skips such steps itself
+            return
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+            raise UserError(f"non-finite gradients at epoch {epoch}, batch {step} (the loss was finite); lower "
+                            f"--lr ({self.opt.lr:g}) or check the loss's settings (run folder kept: {self.run_dir})")  # fmt: skip
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, epoch: int) -> tuple[dict[str, dict[str, float]], dict[str, tuple]]:
@@ -229,13 +305,37 @@ class Trainer:
             if run.criterion.wants_warm_start:
                 run.criterion.warm_start(*self.embed_split(run.data["evaluation"]))
             distributed.broadcast_module(run.criterion)
-        if self.uses_storage():
+        if self.uses_storage() and run.sampler.storage is None:
             emb, _ = self.embed_split(run.data["evaluation"])
             run.sampler.init_storage(emb)
             self.storage_epoch = self.state.epoch + 1  # no full refresh right after this
 
+    def on_signal(self, signum, frame) -> None:
+        """SIGTERM / SIGINT: finish the current step, checkpoint the position, stop (``Interrupted``)."""
+        if self.interrupt is not None:  # a second signal: stop at once
+            raise KeyboardInterrupt
+        self.interrupt = signum
+        log.warning(f"{signal.Signals(signum).name} received: finishing the current step, then saving the position")
+
+    @contextlib.contextmanager
+    def signals_caught(self):
+        """``on_signal`` handles SIGTERM and SIGINT while training (main thread only), the previous handlers after."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, self.on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
     def fit(self) -> Path | None:
         """Train for ``--n_epochs``, evaluating every ``--eval_every``; returns the run folder."""
+        with self.signals_caught():
+            return self._fit()
+
+    def _fit(self) -> Path | None:
         opt = self.opt
         self.start()
         for epoch in range(self.state.epoch + 1, opt.n_epochs + 1):

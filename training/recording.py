@@ -62,7 +62,15 @@ class MetricsCSV(Hook):
 
 class Checkpoints(Hook):
     """``checkpoint_best_<metric>.pth`` at each improvement of a storage metric on the selection split, and
-    ``checkpoint_last.pth`` (everything ``--resume`` needs) after every epoch."""
+    ``checkpoint_last.pth`` (everything ``--resume`` needs) after every epoch and, mid-epoch, every
+    ``--checkpoint_every`` steps and when a SIGTERM / SIGINT stops the run (with the epoch's position)."""
+
+    def after_step(self, trainer, epoch: int, step: int, loss: float) -> None:
+        if trainer.checkpoint_due(step):
+            checkpoint.save(trainer.state_dict(), trainer.run_dir / checkpoint.LAST)
+
+    def on_interrupt(self, trainer, epoch: int, step: int) -> None:
+        checkpoint.save(trainer.state_dict(), trainer.run_dir / checkpoint.LAST)
 
     def after_evaluation(self, trainer, evaluation: Evaluation) -> None:
         run, split = trainer.run, trainer.run.selection_split

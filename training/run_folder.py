@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from utilities.errors import UserError
+
 SECRET_KEYS = ("wandb_key", "api_key", "token", "password")
 
 
@@ -29,7 +31,14 @@ def make_run_dir(opt) -> Path:
     while path.exists():
         path = base.with_name(f"{base.name}_{n}")
         n += 1
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+        probe = path / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"--save_path {opt.save_path}: cannot create the run folder {path} ({err.strerror}); "
+                        "choose a writable --save_path") from None  # fmt: skip
     return path
 
 
@@ -60,8 +69,7 @@ def setup_logging(run_dir: Path | None, main_process: bool = True) -> logging.Lo
 
 
 def write_config(run_dir: Path, opt) -> None:
-    with open(run_dir / "config.json", "w") as f:
-        json.dump(public_config(opt), f, indent=2, sort_keys=True)
+    write_text(run_dir / "config.json", json.dumps(public_config(opt), indent=2, sort_keys=True))
     with open(run_dir / "command.txt", "a") as f:
         f.write(opt.command + "\n")
 
@@ -71,8 +79,8 @@ def read_history(run_dir: Path) -> dict[str, list[dict]]:
     history = {}
     for path in sorted(Path(run_dir).glob("metrics_*.csv")):
         with open(path) as f:
-            rows = [{k: float(v) if v not in ("", None) else float("nan") for k, v in r.items()}
-                    for r in csv.DictReader(f)]  # fmt: skip
+            rows = [{k: (int(float(v)) if k == "epoch" else float(v)) if v not in ("", None) else float("nan")
+                     for k, v in r.items()} for r in csv.DictReader(f)]  # fmt: skip
         history[path.stem[len("metrics_") :]] = rows
     return history
 
@@ -98,10 +106,16 @@ class MetricCSV:
         os.replace(tmp, self.run_dir / f"metrics_{split}.csv")
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write atomically: a reader (or a crash) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_summary(run_dir: Path, summary: dict) -> None:
     """``summary.json`` and a readable ``summary.md``."""
-    with open(run_dir / "summary.json", "w") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
+    write_text(run_dir / "summary.json", json.dumps(summary, indent=2, sort_keys=True))
     lines = [
         f"# {summary['run']}",
         "",
@@ -114,4 +128,4 @@ def write_summary(run_dir: Path, summary: dict) -> None:
         at = " | ".join(f"{best['at_best'].get(s, float('nan')):.4f}" for s in summary["splits"])
         lines.append(f"| {metric} | {best['value']:.4f} | {best['epoch']} | {at} |")
     lines += ["", f"Epochs run: {summary['epochs_run']}; stopped: {summary['stop_reason']}"]
-    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(run_dir / "summary.md", "\n".join(lines) + "\n")

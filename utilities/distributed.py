@@ -120,6 +120,15 @@ def all_reduce_gradients(params, loss: torch.Tensor) -> float:
     return status[-1].item() / n
 
 
+def any_rank(value: int | None) -> int | None:
+    """``value`` (e.g. a signal number) if some rank holds one, so that every rank stops at the same step."""
+    if world_size() == 1:
+        return value
+    flag = torch.tensor([value or 0], dtype=torch.int64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

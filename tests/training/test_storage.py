@@ -81,17 +81,22 @@ def test_full_refresh_with_momentum_by_hand(fit):
     assert delta.abs().max() > 1e-2  # the momentum term is not negligible here
 
 
-def test_resume_does_not_refresh_its_fresh_storage(fit, tmp_path, monkeypatch):
-    """A resumed run embeds the training set once (its new initial storage), not twice."""
+def test_resume_continues_from_the_saved_storage(fit, tmp_path, monkeypatch):
+    """The checkpoint holds the storage (and the momentum term): a resumed run does not re-embed at its start,
+    refreshes at the same epochs (2 and 3) and draws its batches from the same storage as the run that was not
+    interrupted."""
     args = ["--data_sampler", "greedy_coreset", "--data_idx_full_prec", "--data_mb_mom", "0.5"]
+    whole = fit(*args, "--n_epochs", "3")
     fit(*args, "--n_epochs", "1")
-    run = next((tmp_path / "digits").iterdir())
+    run = sorted((tmp_path / "digits").iterdir())[-1]
     calls = []
     import datasampler._storage as storage
 
-    original = storage.StorageMixin.full_storage_update
+    original, init = storage.StorageMixin.full_storage_update, storage.StorageMixin.init_storage
     monkeypatch.setattr(storage.StorageMixin, "full_storage_update",
-                        lambda self, emb: calls.append(1) or original(self, emb))  # fmt: skip
+                        lambda self, emb: calls.append("refresh") or original(self, emb))  # fmt: skip
+    monkeypatch.setattr(storage.StorageMixin, "init_storage", lambda self, emb: calls.append("init") or init(self, emb))
     records = fit(*args, "--n_epochs", "3", "--resume", str(run))
-    assert [r["epoch"] for r in records] == [2, 3] and len(calls) == 1
-    torch.testing.assert_close(records[0]["drawn_from"], records[0]["fresh"], rtol=0, atol=1e-6)
+    assert [r["epoch"] for r in records] == [2, 3] and calls == ["refresh", "refresh"]
+    for resumed, uninterrupted in zip(records, whole[1:]):
+        torch.testing.assert_close(resumed["drawn_from"], uninterrupted["drawn_from"], rtol=0, atol=1e-6)
