@@ -75,7 +75,7 @@ def data_folders(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("roth_data")
     synthetic.make_cub200(str(root), per_class=2, size=16)
     synthetic.make_cars196(str(root), per_class=2, size=16)
-    synthetic.make_online_products(str(root), n_classes=60, per_class=2, size=16)
+    synthetic.make_online_products(str(root), n_classes=120, per_class=2, size=16)
     return str(root)
 
 
