@@ -60,12 +60,22 @@ def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
         type=str,
         help="run folder name; the default 'group_plus_seed' gives <group>_s<seed>",
     )
-    g.add_argument("--seed", default=1, type=Number(int, low=0, high=2**32 - 1), help="seed of python, numpy, torch and data-loader workers")
+    g.add_argument(
+        "--seed",
+        default=1,
+        type=Number(int, low=0, high=2**32 - 1),
+        help="seed of python, numpy, torch and data-loader workers",
+    )
     g.add_argument("--n_epochs", default=150, type=positive_int(), help="training epochs")
     g.add_argument("--kernels", default=6, type=non_negative_int(), help="data-loader worker processes")
     g.add_argument("--bs", default=112, type=positive_int(), help="mini-batch size")
     g.add_argument("--lr", default=0.00001, type=positive_float(), help="learning rate of the backbone")
-    g.add_argument("--fc_lr", default=-1, type=Number(float, low=0, low_open=True, also=(-1,)), help="learning rate of the embedding head (-1: --lr)")
+    g.add_argument(
+        "--fc_lr",
+        default=-1,
+        type=Number(float, low=0, low_open=True, also=(-1,)),
+        help="learning rate of the embedding head (-1: --lr)",
+    )
     g.add_argument("--decay", default=0.0004, type=non_negative_float(), help="weight decay of backbone and head")
     g.add_argument(
         "--decay_exclude_1d",
@@ -82,10 +92,16 @@ def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
         choices=["step", "none", "plateau"],
         help="step: MultiStepLR(--tau, --gamma); plateau: ReduceLROnPlateau on the first storage metric",
     )
-    g.add_argument("--tau", default=[1000], nargs="+", type=positive_int(), help="epochs at which MultiStepLR decays the lr")
+    g.add_argument(
+        "--tau", default=[1000], nargs="+", type=positive_int(), help="epochs at which MultiStepLR decays the lr"
+    )
     g.add_argument("--gamma", default=0.3, type=positive_float(), help="lr decay factor of the scheduler")
-    g.add_argument("--plateau_factor", default=0.5, type=fraction(low_open=True, high_open=True), help="ReduceLROnPlateau factor")
-    g.add_argument("--plateau_patience", default=15, type=non_negative_int(), help="ReduceLROnPlateau patience (epochs)")
+    g.add_argument(
+        "--plateau_factor", default=0.5, type=fraction(low_open=True, high_open=True), help="ReduceLROnPlateau factor"
+    )
+    g.add_argument(
+        "--plateau_patience", default=15, type=non_negative_int(), help="ReduceLROnPlateau patience (epochs)"
+    )
     g.add_argument(
         "--early_stop_patience",
         default=-1,
@@ -98,8 +114,18 @@ def basic_training_parameters(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int(),
         help="epochs training only head and criterion (frozen backbone, its BatchNorm statistics fixed)",
     )
-    g.add_argument("--gpu", default=[0], nargs="+", type=non_negative_int(), help="GPU id(s); the CPU is used when CUDA is absent")
-    g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="mixed-precision autocast on GPU")
+    g.add_argument(
+        "--gpu", default=[0], nargs="+", type=non_negative_int(), help="GPU id(s); the CPU is used when CUDA is absent"
+    )
+    g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="mixed-precision autocast on GPU (bf16 falls back to fp16 + GradScaler where the GPU lacks "
+                        "bf16; losses and metrics stay float32)")  # fmt: skip
+    g.add_argument("--channels_last", default="auto", choices=["auto", "on", "off"],
+                   help="channels-last memory format of the network and its input (auto: on CUDA)")  # fmt: skip
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the backbone (head, miners and losses stay eager); the first steps compile")  # fmt: skip
+    g.add_argument("--cudnn_benchmark", action="store_true",
+                   help="CUDA: cuDNN autotuning (benchmark on, deterministic off): faster, not bitwise reproducible")  # fmt: skip
     g.add_argument("--resume", default="", type=str, help="run folder to resume from its last checkpoint")
     g.add_argument("--checkpoint_every", default=0, type=non_negative_int(),
                    help="also save checkpoint_last.pth every N training steps (0: at epoch ends only; a SIGTERM or "
@@ -120,7 +146,10 @@ def data_parameters(parser: argparse.ArgumentParser) -> None:
         help="split train/val by samples within each class instead of by classes",
     )
     g.add_argument(
-        "--tv_split_perc", default=0.8, type=fraction(low_open=True, high_open=True), help="share of train classes (or samples) kept for training"
+        "--tv_split_perc",
+        default=0.8,
+        type=fraction(low_open=True, high_open=True),
+        help="share of train classes (or samples) kept for training",
     )
     g.add_argument(
         "--augmentation",
@@ -130,6 +159,14 @@ def data_parameters(parser: argparse.ArgumentParser) -> None:
         "red resize+random crop, none",
     )
     g.add_argument("--image_size", default=224, type=Number(int, low=8), help="crop size of image datasets")
+    g.add_argument("--decode_cache", default="none", type=str,
+                   help="photo datasets: decode every image once into a memory-mapped uint8 cache in this folder "
+                        "('auto': $XDG_CACHE_HOME or ~/.cache, under dml_decode_cache; 'none', the default: decode "
+                        "every epoch as the Roth suite); train batches then travel as uint8 and are normalised on "
+                        "the device (docs/scale.md#training-fast-on-one-gpu)")  # fmt: skip
+    g.add_argument("--decode_cache_size", default="resize", choices=["resize", "full"],
+                   help="resize: cache the test transform's Resize(image_size*256/224) output (test, red and none "
+                        "exact, random crops interpolated from it); full: the decoded size (all exact, 2-4x larger)")  # fmt: skip
     datasets.add_args(g)
     datasampler.add_args(g)
 
@@ -189,7 +226,7 @@ def evaluation_parameters(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="Roth suite flag, kept for its commands: the k-NN search runs on the GPU (torch) whenever training does",
     )
-    g.add_argument("--evaluate_on_cpu", action="store_true", help="k-NN search with faiss on the CPU even on a GPU")
+    g.add_argument("--evaluate_on_cpu", action="store_true", help="metrics (k-NN, k-means) on the CPU even on a GPU")
     g.add_argument("--no_train_metrics", action="store_true", help="skip metrics on the training data")
     g.add_argument("--eval_every", default=1, type=positive_int(), help="evaluate every N epochs (and after the last)")
     metrics.add_args(g)
@@ -201,8 +238,12 @@ def trained_run_parameters(parser: argparse.ArgumentParser) -> None:
                    help="evaluate a run folder's checkpoint instead of training: its options, with the flags given "
                         "here winning (e.g. --dataset/--source_path, --evaluation_metrics); writes "
                         "<run folder>/evaluation/<checkpoint name>/")  # fmt: skip
-    g.add_argument("--checkpoint", default="best", type=str,
-                   help="with --evaluate: best (the first storage metric's), best_<metric>, last, or a .pth path")
+    g.add_argument(
+        "--checkpoint",
+        default="best",
+        type=str,
+        help="with --evaluate: best (the first storage metric's), best_<metric>, last, or a .pth path",
+    )
     g.add_argument("--embed", default="", type=str, metavar="IMAGE_FOLDER",
                    help="with --evaluate: also embed every image below this folder (recursively) into "
                         "embeddings_<folder name>.npz")  # fmt: skip
@@ -355,6 +396,18 @@ def run_options(argv: list[str], given: argparse.Namespace, command: str) -> arg
     return opt
 
 
+def combined_defaults(loss_defaults: dict, data_defaults: dict) -> dict:
+    """The loss's defaults, then the dataset's over them; where both name default ``--evaluation_metrics``, the
+    dataset's list (its protocol's metrics, e.g. In-Shop's recalls) followed by what the loss adds to the suite's
+    default list (e.g. the uncertainty metrics of the EL-nivMF family)."""
+    out = loss_defaults | data_defaults
+    if "evaluation_metrics" in loss_defaults and "evaluation_metrics" in data_defaults:
+        added = [m for m in loss_defaults["evaluation_metrics"] if m not in metrics.DEFAULT_EVALUATION_METRICS]
+        out["evaluation_metrics"] = data_defaults["evaluation_metrics"] + [
+            m for m in added if m not in data_defaults["evaluation_metrics"]]  # fmt: skip
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``argv`` (default ``sys.argv[1:]``), apply dataset defaults, check flags; with ``--evaluate`` the
     options are the run's (``run_options``). A vMF (Hydra) command line is read by ``hydra_commands``."""
@@ -371,7 +424,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.set_defaults(dataset=DATA_FOLDER_DEFAULT_DATASET)
     # Dataset defaults go in before the real parse, so --help shows the values that apply.
     first, _ = parser.parse_known_args(without_help)
-    parser.set_defaults(**(criteria.get_class(first.loss).flag_defaults | datasets.defaults(first.dataset)))
+    parser.set_defaults(**combined_defaults(criteria.get_class(first.loss).flag_defaults,
+                                            datasets.defaults(first.dataset)))  # fmt: skip
     opt = parser.parse_args(argv)
     if opt.evaluate:
         return run_options(argv, opt, pasted)

@@ -38,7 +38,11 @@ class EmbeddingNet(nn.Module):
         self.normalize = False
         self.frozen_bn = False
 
+    channels_last = False  # set by ``architectures.select`` (--channels_last): the input is converted to match
+
     def forward(self, x: torch.Tensor, return_features: bool = False):
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         features = self.backbone(x)
         z = self.last_linear(features)
         if self.normalize:
@@ -66,6 +70,20 @@ class EmbeddingNet(nn.Module):
         """Everything but the head (frozen during ``--warmup``)."""
         head = {id(p) for p in self.head_parameters()}
         return [p for p in self.parameters() if id(p) not in head]
+
+
+def use_channels_last(opt) -> bool:
+    """``--channels_last``: on, off, or auto (on when CUDA is present, where training runs then)."""
+    mode = getattr(opt, "channels_last", "off")
+    return mode == "on" or (mode == "auto" and torch.cuda.is_available())
+
+
+def compile_backbone(model: EmbeddingNet, **options) -> EmbeddingNet:
+    """``--compile``: ``torch.compile`` the backbone in place (``nn.Module.compile``: parameter names, checkpoints
+    and ``model.backbone`` stay as they are); the head, miners and losses stay eager. Compilation happens at the
+    first forward pass (and again when train/eval mode or the input shape changes)."""
+    model.backbone.compile(**options)
+    return model
 
 
 class GreyToRGB(nn.Module):

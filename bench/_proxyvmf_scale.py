@@ -8,8 +8,8 @@
 * batched: ``criteria.select("proxyvmf_panc", opt, n_classes=C)`` with ``--loss_proxyvmf_guidance_w 0.3``, called as in training
   (``criterion(embeddings, labels).backward()``: vMF sampling, the one-matmul EL-nivMF similarity, NCA, ProxyAnchor
   guidance).
-* naive: the same criterion's parameters through the original's per-image loop (``log_ppk_vmf_vec`` of the EL-nivMF
-  code, exact log-normaliser): per image, S samples expanded to [S*C, d] next to the [S*C, d] stretched means and
+* naive: the same criterion's parameters through the original's per-image loop (``naive_panc_loss``:
+  ``log_ppk_vmf_vec`` of the EL-nivMF code, exact log-normaliser): per image, S samples expanded to [S*C, d] next to the [S*C, d] stretched means and
   their cosine similarity, so the graph holds ~2*S*C*d floats per image. At SOP scale it runs at B = 4 and the row
   also shows x16 (B = 64 would hold ~15 GB).
 
@@ -40,8 +40,7 @@ import torch
 import torch.nn.functional as F
 torch.set_num_threads({threads})
 import criteria, parameters
-from criteria._nivmf import oproxy_loss
-from utilities.vmf import log_vmf_norm, sample_vmf
+from bench._proxyvmf_scale import naive_panc_loss
 
 impl, C, B, d, S = {impl!r}, {C}, {B}, {d}, {S}
 opt = parameters.parse_args(["--loss", "proxyvmf_panc", "--embed_dim", str(d), "--loss_proxyvmf_n_samples", str(S),
@@ -55,23 +54,7 @@ y = torch.randperm(C)[: B // 2].repeat_interleave(2) if C >= B // 2 else torch.r
 
 
 def naive_loss():
-    # the original's structure (criteria/proxyvmf_panc.py + utilities/misc.log_ppk_vmf_vec), per image
-    u, kappa = crit.directions(), crit.concentrations()
-    mu, k = F.normalize(e, dim=1), e.norm(dim=1)
-    rows = []
-    for i in range(B):
-        z = sample_vmf(mu[i : i + 1], k[i : i + 1], S)  # [S, 1, d]
-        z = z.expand(S, C, d).reshape(-1, d)  # [S*C, d]
-        m = kappa * u
-        r = m.norm(dim=1)
-        m_rep = m.unsqueeze(0).expand(S, -1, -1).reshape(-1, d)  # [S*C, d]
-        cos = F.cosine_similarity(z, m_rep).reshape(S, C)
-        logl = (log_vmf_norm(r, d) + r * cos + torch.log(kappa).sum(1) - torch.log(r)) / crit.temp
-        rows.append(torch.logsumexp(logl - math.log(S), dim=0))
-    sims = torch.stack(rows)
-    loss = (-sims[torch.arange(B), y] + torch.logsumexp(sims, 1)).mean()
-    cos_g = F.normalize(e, dim=1) @ crit.directions().T
-    return loss + crit.guidance_w * oproxy_loss(cos_g, y, **crit.oproxy_kw)
+    return naive_panc_loss(crit, e, y)
 
 
 def step():
@@ -100,6 +83,44 @@ for _ in range({repeats}):
     times.append(time.perf_counter() - t)
 print(json.dumps({{"time_s": statistics.median(times), "extra_bytes": hwm() - base, "repeats": len(times)}}))
 """
+
+
+def naive_panc_loss(crit, e, y, log_norm=None, samples=None):
+    """proxyvmf_panc's loss through the original's structure (criteria/proxyvmf_panc.py + utilities/misc.py
+    log_ppk_vmf_vec of the EL-nivMF code), on ``crit``'s parameters: per image, S samples expanded to [S*C, d]
+    next to the [S*C, d] stretched means and their cosine similarity, then the NCA loss and the ProxyAnchor
+    guidance. ``log_norm(kappa, d)``: the log-normaliser (default the exact ``utilities.vmf.log_vmf_norm``;
+    ``bench/vmf_losses.py`` passes the original's fit). ``samples`` [S, B, d]: fixed draws (default: drawn per
+    image with ``utilities.vmf.sample_vmf``, as the original draws per image)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from criteria._nivmf import oproxy_loss
+    from utilities.vmf import log_vmf_norm, sample_vmf
+
+    log_norm = log_vmf_norm if log_norm is None else log_norm
+    n_b, d = e.shape
+    n_c, n_s = crit.n_classes, crit.n_samples if samples is None else samples.shape[0]
+    u, kappa = crit.directions(), crit.concentrations()
+    mu, k = F.normalize(e, dim=1), e.norm(dim=1)
+    rows = []
+    for i in range(n_b):
+        z = sample_vmf(mu[i : i + 1], k[i : i + 1], n_s) if samples is None else samples[:, i : i + 1]  # [S, 1, d]
+        z = z.expand(n_s, n_c, d).reshape(-1, d)  # [S*C, d]
+        m = kappa * u
+        r = m.norm(dim=1)
+        m_rep = m.unsqueeze(0).expand(n_s, -1, -1).reshape(-1, d)  # [S*C, d]
+        cos = F.cosine_similarity(z, m_rep).reshape(n_s, n_c)
+        logl = (log_norm(r, d) + r * cos + torch.log(kappa).sum(1) - torch.log(r)) / crit.temp
+        rows.append(torch.logsumexp(logl - math.log(n_s), dim=0))
+    sims = torch.stack(rows)
+    loss = (-sims[torch.arange(n_b), y] + torch.logsumexp(sims, 1)).mean()
+    if crit.guidance_w:
+        cos_g = F.normalize(e, dim=1) @ crit.directions().T
+        loss = loss + crit.guidance_w * oproxy_loss(cos_g, y, **crit.oproxy_kw)
+    return loss
 
 
 def run_case(impl: str, n_classes: int, batch: int = B, repeats: int = 5, threads: int = 1) -> dict:

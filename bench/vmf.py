@@ -1,8 +1,10 @@
-"""Benchmark of utilities.vmf: accuracy of log C_d, sampler bias, sampler throughput. Prints three tables.
+"""Benchmark of utilities.vmf: accuracy of log C_d, sampler bias, sampler throughput, evaluations per second of
+log C_d / A_d and their gradients. Prints four tables.
 
-    python bench/vmf.py            # under a minute on 2 CPU cores
+    python bench/vmf.py            # about a minute on 2 CPU cores
     python bench/vmf.py --n_bias 4000000   # tighter sampler-bias standard errors
     python bench/vmf.py --threads 2        # torch intra-op threads (default 1, as scipy)
+    python bench/vmf.py --tables d         # only table (d)
 
 (a) max |error| / max(1, |log C_d|) of log_vmf_norm over k in {0} U [1e-4, 1e5] vs mpmath, next to the two original
     approximations: the vMF loss code (Scott et al. 2021, google-research/vmf_embeddings,
@@ -14,13 +16,18 @@
     shortcut b = (d-1)/(4k) for k >= 11 (blended with the exact b on 10 < k < 11, as in the EL-nivMF / vMF code's
     vmf_sampler.py); the shortcut is implemented here only, as the reference being criticised.
 (c) samples per second of sample_vmf vs scipy.stats.vonmises_fisher(...).rvs in the same run.
+(d) evaluations per second (float32 input of 1e6 kappas, one thread) of log_vmf_norm and vmf_mean_resultant, the
+    value alone and value + gradient, next to the originals' approximations timed in the same run (Scott et al.'s
+    log_vmf_normalizer_approx and ratio_of_bessel_approx, the EL-nivMF quadratic fit) and to the 1e7 / s target.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import pathlib
+import statistics
 import sys
 import time
 
@@ -38,9 +45,8 @@ from utilities import vmf  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------- originals
-def scott_log_norm(kappa: torch.Tensor, d: int) -> torch.Tensor:
+def scott_log_norm_sq(k_squared: torch.Tensor, d: int) -> torch.Tensor:
     """vmf_embeddings methods/bessel_approx.py: log_vmf_normalizer_approx(k_squared, d) (up to a constant)."""
-    k_squared = kappa**2
     d_m_half = (d / 2.0) - 0.5
     sqrt_d_m_half = torch.sqrt(d_m_half**2 + k_squared)
     d_p_half = (d / 2.0) + 0.5
@@ -51,6 +57,21 @@ def scott_log_norm(kappa: torch.Tensor, d: int) -> torch.Tensor:
         + d_m_half * torch.log(d_m_half + sqrt_d_p_half)
         - sqrt_d_p_half
     )
+
+
+def scott_log_norm(kappa: torch.Tensor, d: int) -> torch.Tensor:
+    """The same from kappa (the original squares kappa before calling it)."""
+    return scott_log_norm_sq(kappa**2, d)
+
+
+def scott_ratio(kappa: torch.Tensor, d: int) -> torch.Tensor:
+    """vmf_embeddings methods/bessel_approx.py: ratio_of_bessel_approx(kappa, d) (the original's A_d)."""
+    kappa_squared = kappa**2
+    d_m_half = (d / 2.0) - 0.5
+    sqrt_d_m_half = torch.sqrt(d_m_half**2 + kappa_squared)
+    d_p_half = (d / 2.0) + 0.5
+    sqrt_d_p_half = torch.sqrt(d_p_half**2 + kappa_squared)
+    return 0.5 * ((kappa / (d_m_half + sqrt_d_p_half)) + (kappa / (d_m_half + sqrt_d_m_half)))
 
 
 def elnivmf_log_norm(kappa: torch.Tensor, d: int) -> torch.Tensor:
@@ -170,6 +191,70 @@ def table_speed() -> None:
     print()
 
 
+def _median_time(fn, repeats: int) -> float:
+    """Median thread CPU time (time.thread_time: waiting for a core on a shared machine does not count) of fn()."""
+    fn()  # warm-up: caches (our per-dimension kernel), allocator
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.thread_time()
+        fn()
+        times.append(time.thread_time() - t0)
+    return statistics.median(times)
+
+
+def _evals_per_s(fn, kappa: torch.Tensor, grad: bool, repeats: int) -> float:
+    """Evaluations per second of fn(kappa, d) over all elements: the value alone (no autograd), or value + gradient
+    (forward with requires_grad, then backward of the sum), as a training step uses it."""
+    if grad:
+        k = kappa.clone().requires_grad_()
+
+        def step():
+            (g,) = torch.autograd.grad(fn(k).sum(), k)
+            return g
+    else:
+
+        def step():
+            with torch.no_grad():
+                return fn(kappa)
+
+    return kappa.numel() / _median_time(step, repeats)
+
+
+def table_throughput(dims: list[int], n: int, repeats: int, target: float = 1e7) -> None:
+    print(f"(d) evaluations / s, float32 input of {n:.0e} kappas uniform in (0, 4d], {torch.get_num_threads()} thread(s), "
+          f"median thread CPU time of {repeats} calls after 2 warm-up calls")  # fmt: skip
+    print(f"{'d':>5} {'function':<22} {'mode':<8} | {'ours':>9} {'/ 1e7':>6} | {'original':<16} {'orig':>9} | "
+          f"{'ours/orig':>9}")  # fmt: skip
+    print("-" * 100)
+    gen = torch.Generator().manual_seed(0)
+    for d in dims:
+        kappa = (torch.rand(n, generator=gen) * 4 * d).clamp_min(1e-3)
+        rows = [
+            ("log_vmf_norm", lambda k, d=d: vmf.log_vmf_norm(k, d), "Scott (+const)", lambda k, d=d: scott_log_norm(k, d)),
+            ("", None, "EL-nivMF fit", lambda k, d=d: elnivmf_log_norm(k, d)),
+            ("vmf_mean_resultant", lambda k, d=d: vmf.vmf_mean_resultant(k, d), "Scott ratio", lambda k, d=d: scott_ratio(k, d)),
+        ]  # fmt: skip
+        for grad in (False, True):
+            mode = "val+grad" if grad else "value"
+            ours = None
+            for name, fn, orig_name, orig in rows:
+                if fn is not None:
+                    ours = _evals_per_s(fn, kappa, grad, repeats)
+                    head = f"{d:>5} {name:<22} {mode:<8} | {ours:>9.3g} {ours / target:>6.2f} |"
+                else:
+                    head = f"{'':>5} {'':<22} {'':<8} | {'':>9} {'':>6} |"
+                if orig_name.startswith("EL") and d not in (128, 512):
+                    print(f"{head} {orig_name:<16} {'-':>9} | {'-':>9}")
+                    continue
+                o = _evals_per_s(orig, kappa, grad, repeats)
+                print(f"{head} {orig_name:<16} {o:>9.3g} | {ours / o:>9.2f}")
+    print("value: the function alone (torch.no_grad); val+grad: forward with requires_grad + backward of the sum, per")
+    print("element (ours fuses A_d into log C_d's forward). '/ 1e7': ours against the 1e7 evaluations/s target.")
+    print("ours/orig: throughput ratio (> 1: ours faster). Ours is exact (float32-rounded), the originals are not:")
+    print("Scott's log C_d is right only up to a constant, the EL-nivMF fit only near its training range (table a).")
+    print()
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n_bias", type=int, default=1000000, help="draws per (d, k) in table (b)")
@@ -177,13 +262,24 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (1: same footing as scipy's single thread)"
     )
+    parser.add_argument("--n_eval", type=int, default=1000000, help="kappas per call in table (d)")
+    parser.add_argument("--eval_dims", type=int, nargs="+", default=[128, 512], help="dimensions of table (d)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per cell of table (d) (median)")
+    parser.add_argument("--tables", default="abcd", help="which tables to print (subset of 'abcd')")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, scipy {scipy.__version__}, {torch.get_num_threads()} threads\n")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, scipy {scipy.__version__}, {torch.get_num_threads()} threads, "
+          f"load average {load:.2f}\n")  # fmt: skip
     t0 = time.perf_counter()
-    table_accuracy(args.dims)
-    table_bias(args.n_bias)
-    table_speed()
+    if "a" in args.tables:
+        table_accuracy(args.dims)
+    if "b" in args.tables:
+        table_bias(args.n_bias)
+    if "c" in args.tables:
+        table_speed()
+    if "d" in args.tables:
+        table_throughput(args.eval_dims, args.n_eval, args.repeats)
     print(f"total {time.perf_counter() - t0:.0f} s")
 
 

@@ -19,6 +19,10 @@ class Criterion(nn.Module):
     * ``flag_defaults``: values of unset flags when this loss is chosen (the method's original code defaults,
       e.g. its default ``--evaluation_metrics``); the dataset's defaults and explicit flags win over these.
     * ``norm_is_certainty``: the embedding norm is a concentration (probabilistic methods: uncertainty plots).
+    * ``global_batch``: under DDP the loss (and its miner) runs on the batch gathered from all ranks, so that N
+      processes train as one on the global batch (see ``utilities.distributed``). Every loss that compares
+      samples within the batch needs it; a loss that is a mean of independent per-sample terms with no random
+      draws may set False to run on each rank's slice (averaging the gradients is then exact, and cheaper).
 
     Metrics may read "views" of a split that only the loss can give (``metrics.VIEWS``): override
     ``class_probabilities``, ``embedding_samples``, ``poincare_points`` or ``image_concentrations``.
@@ -28,6 +32,7 @@ class Criterion(nn.Module):
     default_miner: str | None = None
     flag_defaults: dict = {}
     norm_is_certainty = False
+    global_batch = True  # the safe default: exact for every loss, at the cost of N copies of the loss's forward
 
     def __init__(self, opt, batchminer=None, n_classes: int | None = None):
         super().__init__()

@@ -13,7 +13,7 @@ from criteria._base import Criterion
 from criteria._classifier import CLASSIFIER_METRICS, with_default_metrics
 from utilities.errors import UserError
 from utilities.flag_types import finite_float, fraction, positive_float, positive_int
-from utilities.vmf import log_vmf_norm, sample_vmf, vmf_mean_resultant
+from utilities.vmf import log_vmf_mgf, sample_vmf, vmf_mean_resultant
 
 
 def add_args(parser) -> None:
@@ -49,6 +49,7 @@ def kappa_sigma(r: float, d: int) -> float:
     return r / (1.0 - r * r) * (d - 1) / math.sqrt(d)
 
 
+_NO_SHIFT_BETA = 20.0  # log_partition: exp(terms) with |terms| <= beta is safe in float32 up to here
 PREPARE_BATCH = 256  # batch size of the original's scale estimate (its BatchNorm sees these batch statistics)
 
 
@@ -151,8 +152,11 @@ class VMFSoftmax(TemperatureMixin, Criterion):
         L = (1/S) sum_s logsumexp_c [log C_d(kappa_c) - log C_d(||w_c + beta z_s||)]
             - beta <A_d(kappa_z) mu_z, A_d(kappa_y) mu_y>,
 
-    averaged over the batch, with the exact normaliser ``utilities.vmf.log_vmf_norm`` and
-    ``torch.logsumexp``. Pass ``samples`` [S, B, d] to ``forward`` to fix the draws (tests).
+    averaged over the batch, with the exact normaliser: the S*B*C differences log C_d(kappa_c) -
+    log C_d(||w_c + beta z_s||) come from ``utilities.vmf.log_vmf_mgf`` (exact per-class interpolation of the log
+    moment generating function, from ||w_c + beta z_s||^2 - kappa_c^2 = 2 beta z_s^T w_c + beta^2: one matmul), which
+    also gives both A_d from the same exact pass. Pass unit ``samples`` [S, B, d] to ``forward`` to fix the draws
+    (tests).
     """
 
     norm_is_certainty = True  # the run ends with uncertainty plots of the test split
@@ -206,13 +210,26 @@ class VMFSoftmax(TemperatureMixin, Criterion):
     def log_partition(self, samples: torch.Tensor) -> torch.Tensor:
         """[S, B]: logsumexp_c [log C_d(kappa_c) - log C_d(||w_c + beta z_s||)] for unit samples z_s [S, B, d]."""
         w = self.class_weights.to(samples.dtype)
-        beta = self.beta.to(samples.dtype)
-        kappa_c = w.norm(dim=1)  # [C]
-        # ||w_c + beta z_s||^2 = ||w_c||^2 + 2 beta z_s^T w_c + beta^2 ||z_s||^2
-        sq = (kappa_c**2)[None, None, :] + 2 * beta * (samples @ w.T) + (beta**2) * (samples**2).sum(-1, keepdim=True)
-        post = sq.clamp_min(1e-12).sqrt()  # [S, B, C]
-        terms = log_vmf_norm(kappa_c, self.dim)[None, None, :] - log_vmf_norm(post, self.dim)
-        return torch.logsumexp(terms, dim=2)
+        return self._log_partition(samples, w, self.beta.to(samples.dtype), w.norm(dim=1) ** 2)
+
+    def _log_partition(self, samples, w, beta, kappa_c_sq, mean_resultant_of=None):
+        n_s, b, d = samples.shape
+        flat = samples.reshape(n_s * b, d)
+        # ||w_c + beta z_s||^2 - ||w_c||^2 = 2 beta z_s^T w_c + beta^2 (unit z_s): one matmul with beta^2 as its bias
+        delta = torch.addmm((beta**2).reshape(1, 1), flat, (2 * beta) * w.T)  # [S*B, C]
+        # log C_d(kappa_c) - log C_d(||w_c + beta z_s||), exact, without evaluating log C_d at all S*B*C norms
+        terms = log_vmf_mgf(kappa_c_sq, delta, self.dim, mean_resultant_of)
+        terms, a = terms if mean_resultant_of is not None else (terms, None)
+        # logsumexp over the classes, written out so that its backward reuses the exponentials (torch.logsumexp's
+        # backward recomputes them). |terms| <= beta (|d/dk log C_d| = A_d <= 1 and | ||w_c + beta z|| - ||w_c|| |
+        # <= beta), so for beta <= 20 the exponentials neither overflow nor underflow without a shift; beyond that
+        # the row maximum (a constant for autograd: it cancels exactly) is subtracted first.
+        if float(beta.detach()) <= _NO_SHIFT_BETA:
+            lse = torch.log(torch.exp(terms).sum(dim=1))
+        else:
+            m = terms.detach().amax(dim=1, keepdim=True)
+            lse = torch.log(torch.exp(terms - m).sum(dim=1)) + m.squeeze(1)
+        return lse.reshape(n_s, b) if a is None else (lse.reshape(n_s, b), a)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, samples: torch.Tensor | None = None):
         labels = torch.as_tensor(labels, device=embeddings.device).long()
@@ -221,13 +238,17 @@ class VMFSoftmax(TemperatureMixin, Criterion):
             samples = sample_vmf(mu, kappa, self.n_samples, generator=self.generator)  # [S, B, d]
         w = self.class_weights.to(embeddings.dtype)
         beta = self.beta.to(embeddings.dtype)
-        kappa_c = w.norm(dim=1)  # [C]
-        denominator = self.log_partition(samples).mean(dim=0)  # [B]
-        a_z = vmf_mean_resultant(kappa, self.dim)  # [B]
-        a_y = vmf_mean_resultant(kappa_c, self.dim)[labels]  # [B]
-        mu_y = w[labels] / kappa_c[labels, None].clamp_min(1e-12)
-        numerator = beta * a_z * a_y * (mu * mu_y).sum(1)
-        return (denominator - numerator).mean()
+        w_y = w[labels]  # [B, d]
+        kappa_y = w_y.norm(dim=1)
+        b = kappa.shape[0]
+        both = torch.cat([kappa, kappa_y])  # A_d(kappa_z) and A_d(kappa_y), from the normaliser's own exact pass
+        if samples.dtype == embeddings.dtype:
+            log_part, a = self._log_partition(samples, w, beta, (w * w).sum(1), both)
+        else:
+            log_part, a = self.log_partition(samples), vmf_mean_resultant(both, self.dim)
+        # beta <A_d(kappa_z) mu_z, A_d(kappa_y) mu_y>, mu_y = w_y / kappa_y
+        numerator = beta * a[:b] * a[b:] * (mu * w_y).sum(1) / kappa_y.clamp_min(1e-12)
+        return (log_part.mean(dim=0) - numerator).mean()
 
     # ------------------------------------------------------------------------ evaluation
     @torch.no_grad()

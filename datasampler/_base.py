@@ -3,6 +3,12 @@
 Every sampler draws each epoch's batches from ``numpy.random.default_rng((seed, epoch))``,
 so an epoch's batches depend only on ``--seed`` and the epoch: resuming reproduces them,
 and all DDP ranks draw the same global batch and keep their own contiguous slice of it.
+
+Class-structured batches are laid out class by class (``class_groups``), so the contiguous
+slices hand each rank whole classes whenever the number of classes per batch allows it
+(``bs / N`` a multiple of the samples per class); otherwise ``set_distributed`` warns that
+classes are split. The number of batches per epoch and the global batches themselves do not
+depend on the number of ranks (the losses see the gathered global batch, see ``training.loop``).
 """
 
 from __future__ import annotations
@@ -45,9 +51,28 @@ class BatchSampler(torch.utils.data.Sampler):
         self.epoch = int(epoch)
 
     def set_distributed(self, rank: int, world_size: int) -> None:
-        """Make this sampler yield rank ``rank``'s slice of every batch."""
+        """Make this sampler yield rank ``rank``'s slice of every batch (whole classes where possible)."""
+        if not 0 <= int(rank) < int(world_size):
+            raise UserError(f"rank {rank} is outside the {world_size} processes")
         self.rank, self.world_size = int(rank), int(world_size)
-        _ = self.local_batch_size  # fails early when bs is not divisible
+        k = self.local_batch_size  # fails early when bs is not divisible
+        groups = self.class_groups()
+        if groups is None or self.world_size == 1:
+            return
+        ends = set(np.cumsum(groups).tolist())
+        if any(r * k not in ends for r in range(1, self.world_size)):
+            # Only where whole classes cannot be shared out: the losses still see the whole batch (gathered).
+            warnings.warn(
+                f"the {len(groups)} classes of a batch of {self.batch_size} cannot be shared out as whole classes "
+                f"among {self.world_size} processes ({k} images each), so some classes are split between two; "
+                f"for whole classes make the number of classes per batch a multiple of {self.world_size} "
+                f"(e.g. --bs a multiple of {self.world_size} x --samples_per_class)",
+                stacklevel=2,
+            )
+
+    def class_groups(self) -> np.ndarray | None:
+        """Sizes of the consecutive same-class groups a global batch is laid out in (None: no class layout)."""
+        return None
 
     @property
     def local_batch_size(self) -> int:
@@ -109,6 +134,9 @@ class ClassBatchSampler(BatchSampler):
         base, extra = divmod(self.batch_size, self.classes_per_batch)
         self.counts = np.full(self.classes_per_batch, base)
         self.counts[:extra] += 1
+
+    def class_groups(self) -> np.ndarray:
+        return self.counts  # ``draw`` (and every subclass) concatenates the classes' images in this order
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         """One batch: ``classes_per_batch`` distinct classes drawn uniformly, ``counts[i]``

@@ -7,7 +7,7 @@ Protocol with the training loop (the loop makes these calls; samplers only imple
    the whole training set in dataset order, computed without augmentation (eval mode).
 3. After every training step: ``sampler.replace_storage_entries(batch_embeddings.detach(),
    batch_indices)`` (a no-op with ``--data_storage_no_update``). Under DDP pass the batch
-   gathered from all ranks (``utilities.distributed.all_gather_cat`` on embeddings and
+   gathered from all ranks (``utilities.distributed.gather_with_grad`` on embeddings and
    indices), so that every rank holds the same storage and draws the same global batches.
 4. Optionally, with ``--data_idx_full_prec`` (``sampler.full_refresh``): at the start of
    every epoch after the first (of a run, or of a resumed run, whose step 2 just ran),
@@ -260,6 +260,9 @@ class CoresetSampler(StorageMixin, BatchSampler):
     def select(self, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Dataset indices of the k coreset points of ``pool``."""
         raise NotImplementedError
+
+    def class_groups(self) -> np.ndarray:
+        return np.full(self.k, self.samples_per_class)  # each point followed by its class mates
 
     def batches(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
         self.check_storage()

@@ -2,8 +2,11 @@
 
 Each split yields ``(image_tensor, label_int, index_int)`` and exposes ``labels`` (numpy
 int array), ``class_names`` (``class_names[label]``), ``closed_set`` (True when its classes
-are the train classes, with the train labels) and ``raw_image(i)`` (the untransformed
-PIL image, for image grids); file-based splits also expose ``image_paths``.
+are the train classes, with the train labels), ``query`` / ``gallery`` (None, or boolean masks where the split is
+evaluated query -> gallery) and ``raw_image(i)`` (the untransformed
+PIL image, for image grids); file-based splits also expose ``image_paths``. With ``--decode_cache`` the
+file-based splits are ``datasets._cache.CachedImageDataset``: the same attributes and images, read from a
+decode cache; its training split yields uint8 images that the training loop normalises on the device.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class ImageFileDataset(Dataset):
     """Images read from files: ``paths[i]`` has label ``labels[i]``; transforms applied on load."""
 
     closed_set = False  # set per split by ``datasets._splits.assemble``
+    query = gallery = None  # boolean masks where the split is evaluated query -> gallery (In-Shop, csv)
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int], transform: Callable | None,
                  class_names: Sequence[str] | None = None):  # fmt: skip
@@ -122,6 +126,7 @@ class TensorImageDataset(Dataset):
     """
 
     closed_set = False  # set per split by ``datasets._splits.assemble``
+    query = gallery = None  # boolean masks where the split is evaluated query -> gallery (In-Shop, csv)
 
     def __init__(self, images: torch.Tensor, labels: Sequence[int], transform: Callable | None,
                  class_names: Sequence[str] | None = None, indices: Sequence[int] | None = None):  # fmt: skip

@@ -8,14 +8,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from datasets._base import ImageFileDataset, class_folders, image_transforms, list_images
+from datasets._cache import cache_root, cached_dataset
 from datasets._splits import assemble
 from utilities.errors import UserError
 
 
 def image_maker(opt):
-    """``make`` for ``assemble``: file datasets with the Roth transforms."""
+    """``make`` for ``assemble``: file datasets with the Roth transforms, read through the decode cache with
+    ``--decode_cache`` (``datasets._cache``: same images and augmentation, uint8 training batches)."""
+    root = cache_root(opt)
 
     def make(items, labels, train: bool, names):
+        if root is not None:
+            return cached_dataset(list(items), labels, opt, train, names, root)
         return ImageFileDataset(list(items), labels, image_transforms(opt, train), names)
 
     return make

@@ -158,6 +158,49 @@ def make_cifar(root: str, name: str = "cifar10", per_class: int = 3, seed: int =
     return root
 
 
+def make_in_shop(root: str, n_items: int = 24, per_item: int = 3, size: int = 32, seed: int = 0,
+                 folder: str = "in_shop", under_img: bool = False) -> str:  # fmt: skip
+    """In-Shop Clothes Retrieval in its official layout: ``<root>/<folder>/Eval/list_eval_partition.txt`` naming
+    ``img/<CATEGORY>/<item id>/<k>.jpg`` under ``<root>/<folder>/`` (``under_img``: under its ``Img/``, as the
+    download unpacks); the first half of the items train, of each other item the first image is a query and the
+    rest the gallery."""
+    shop = os.path.join(root, folder)
+    images = os.path.join(shop, "Img") if under_img else shop
+    rng = np.random.default_rng(seed)
+    lines = []
+    for n in range(n_items):
+        item = f"id_{n + 1:08d}"
+        for k in range(per_item):
+            rel = f"img/{'WOMEN' if n % 2 else 'MEN'}/Tees/{item}/{k:02d}_1_front.jpg"
+            write_jpeg(os.path.join(images, rel), rng, n, size)
+            status = "train" if n < n_items // 2 else ("query" if k == 0 else "gallery")
+            lines.append(f"{rel} {item} {status}")
+    os.makedirs(os.path.join(shop, "Eval"), exist_ok=True)
+    with open(os.path.join(shop, "Eval", "list_eval_partition.txt"), "w") as f:
+        f.write(f"{len(lines)}\nimage_name item_id evaluation_status\n" + "\n".join(lines) + "\n")
+    return root
+
+
+def make_csv_dataset(root: str, n_classes: int = 8, per_class: int = 3, size: int = 32, seed: int = 0,
+                     query_gallery: bool = True) -> str:  # fmt: skip
+    """A retrieval set described by ``<root>/dataset.csv`` (``path,label,split[,is_query,is_gallery]``, paths relative
+    to the file): the first half of the classes train; of each test class the first image is a query and every
+    image (the query too) is in the gallery. Returns the CSV's path (``--source_path``)."""
+    rng = np.random.default_rng(seed)
+    rows = ["path,label,split" + (",is_query,is_gallery" if query_gallery else "")]
+    for c in range(n_classes):
+        for k in range(per_class):
+            rel = f"photos/class_{c}/{k}.jpg"
+            write_jpeg(os.path.join(root, rel), rng, c, size)
+            split = "train" if c < n_classes // 2 else "test"
+            extra = f",{int(split == 'test' and k == 0)},{int(split == 'test')}" if query_gallery else ""
+            rows.append(f"{rel},label {c},{split}{extra}")
+    path = os.path.join(root, "dataset.csv")
+    with open(path, "w") as f:
+        f.write("\n".join(rows) + "\n")
+    return path
+
+
 def _files(make, *argv: str, **kwargs):
     """A generator: ``make(root, **kwargs)`` writes the data; ``argv`` are the extra flags that find it."""
 
@@ -166,6 +209,41 @@ def _files(make, *argv: str, **kwargs):
         return argv
 
     return generate
+
+
+def _csv_table(root: str) -> tuple[str, ...]:
+    """``--dataset csv``: the table is the --source_path."""
+    return ("--source_path", make_csv_dataset(root, n_classes=8, per_class=3, size=12))
+
+
+def make_photo_folders(root: str, name: str = "cub200", n_classes: int = 20, per_class: int = 10, width: int = 500,
+                       height: int = 375, vary: float = 0.15, quality: int = 90, seed: int = 0) -> str:  # fmt: skip
+    """Photo-sized JPEGs (CUB200's about 500 x 375) in the class-folder layout ``<root>/<name>/images/<class>/``
+    (``name`` cub200 or cars196), for input-pipeline benchmarks: a smooth class-coloured field with a few
+    ellipses and mild noise, so that they compress and decode about as real photos do (~30-60 KB each). Each
+    side varies by up to ``vary`` (CUB's images differ in size). Returns ``root`` (``--source_path``)."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    for label in range(n_classes):
+        folder = os.path.join(root, name, "images", f"{label + 1:03d}.Photo_Class_{label + 1:03d}")
+        os.makedirs(folder, exist_ok=True)
+        base = np.random.default_rng(label).integers(40, 216, size=3)
+        for k in range(per_class):
+            w = max(8, int(round(width * (1 - vary * rng.random()))))
+            h = max(8, int(round(height * (1 + vary * (2 * rng.random() - 1)))))
+            coarse = rng.normal(0, 40, size=(6, 8, 3)) + base
+            field = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
+            draw = ImageDraw.Draw(field)
+            for _ in range(4):
+                x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+                x1, y1 = x0 + int(rng.integers(w // 10, w // 3)), y0 + int(rng.integers(h // 10, h // 3))
+                draw.ellipse((x0, y0, x1, y1), fill=tuple(int(c) for c in rng.integers(0, 256, size=3)))
+            pixels = np.asarray(field, dtype=np.float32) + 6 * rng.standard_normal((h, w, 3), dtype=np.float32)
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+                os.path.join(folder, f"photo_{k:04d}.jpg"), format="JPEG", quality=quality
+            )
+    return root
 
 
 # Dataset name -> ``generate(root) -> extra flags``: writes a tiny copy of the dataset's on-disk layout under
@@ -180,4 +258,6 @@ GENERATORS = {
     "folder": _files(make_folder_dataset, "--folder_root", "folder", n_classes=6, per_class=2, size=12),
     "mnist": _files(make_mnist, name="mnist", per_class=4),
     "online_products": _files(make_online_products, n_classes=24, per_class=2, size=12),
+    "in_shop": _files(make_in_shop, n_items=12, per_item=3, size=12),
+    "csv": _csv_table,
 }

@@ -1,10 +1,11 @@
 """Evaluation: embedding extraction and metric orchestration.
 
 ``compute_metrics(embeddings, labels, metrics, device)`` validates the metric names,
-computes the shared inputs ONCE (one exact k-NN search per geometry with the largest k
+computes the shared inputs ONCE (one exact k-NN search serving both geometries with the largest k
 any metric needs, one k-means per geometry, the views of the loss that metrics read),
-and evaluates every metric on them. ``loss_views(criterion, embeddings, closed_set, seed)``
-is the view provider of a trained loss (class probabilities, sampled embeddings, ...).
+and evaluates every metric on them. ``queries=`` / ``gallery=`` evaluate the neighbour metrics for a query
+set against a gallery (default: every item against every other). ``loss_views(criterion, embeddings,
+closed_set, seed)`` is the view provider of a trained loss (class probabilities, sampled embeddings, ...).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import metrics as metric_registry
 from evaluation.clustering import kmeans as _kmeans
 from evaluation.extract import extract_embeddings
 from evaluation.knn import as_numpy_float32, knn_poincare
-from evaluation.knn import knn as _knn
+from evaluation.knn import search as knn_search
 from evaluation.views import loss_views
 from metrics import GEOMETRIES, POINCARE, VIEWS, Context
 from utilities.errors import UserError
@@ -49,8 +50,31 @@ def _resolve_views(ctx: Context, objs: list, views: ViewProvider | None) -> list
     return [m for m in objs if m.requires.needed_view is None or m.requires.needed_view in ctx.views]
 
 
-def _neighbours_needed(requirements: list, n_points: int, max_class_size: int) -> int:
-    return max((r.neighbours_needed(n_points, max_class_size) for r in requirements), default=0)
+def _neighbours_needed(requirements: list, n_candidates: int, max_relevant: int) -> int:
+    return max((r.neighbours_needed(n_candidates, max_relevant) for r in requirements), default=0)
+
+
+def _item_set(items, n: int, what: str) -> np.ndarray | None:
+    """``queries`` / ``gallery`` as sorted item indices (None: every item); UserError on a bad value."""
+    if items is None:
+        return None
+    items = items.detach().cpu().numpy() if isinstance(items, torch.Tensor) else np.asarray(items)
+    items = items.reshape(-1)
+    if items.dtype == bool:
+        if len(items) != n:
+            raise UserError(f"compute_metrics: the {what} mask needs one entry per item ({n}), got {len(items)}")
+        out = np.flatnonzero(items)
+    elif len(items) == 0 or np.issubdtype(items.dtype, np.integer):
+        out = np.sort(items.astype(np.int64))
+        if len(out) and (out[0] < 0 or out[-1] >= n):
+            raise UserError(f"compute_metrics: {what} indices must be in [0, {n}), got {out[0]}..{out[-1]}")
+        if np.any(out[1:] == out[:-1]):
+            raise UserError(f"compute_metrics: {what} indices must be distinct")
+    else:
+        raise UserError(f"compute_metrics: {what} must be a boolean mask or integer item indices, got {items.dtype}")
+    if len(out) == 0:
+        raise UserError(f"compute_metrics: the {what} set is empty")
+    return out
 
 
 def compute_metrics(
@@ -62,17 +86,31 @@ def compute_metrics(
     seed: int = 0,
     timings: dict[str, float] | None = None,
     views: ViewProvider | None = None,
+    queries=None,
+    gallery=None,
+    backend: str = "torch",
 ) -> dict[str, float]:
     """Metric name -> value for the embeddings of one split (names as in ``metrics``).
 
     embeddings: [N, D] tensor or array (any float dtype; evaluated in float32).
-    labels: [N] integer class labels. device: where the k-NN search runs ('cuda...': torch
-    chunked matmul; else faiss on CPU). seed: k-means seed. timings: if given, filled with
-    wall seconds per stage ('knn_euclidean', 'kmeans_cosine', 'metrics', ...).
+    labels: [N] integer class labels. device: where the k-NN search runs ('cuda...' or the CPU).
+    seed: k-means seed. timings: if given, filled with wall seconds per stage ('knn' (the one search of both
+    geometries), 'kmeans_cosine', 'knn_samples', 'metrics', ...).
     views: ``views(name)`` gives what a loss offers beyond the embeddings (a key of
     ``metrics.VIEWS``, e.g. ``"probabilities"``) or None; see ``loss_views``. A metric whose
     view is not given (no provider, or a split that has none) is left out of the result.
     Views are computed lazily, in ``metrics.VIEWS`` order, only when a requested metric reads them.
+
+    queries, gallery: None (every item, the default: self retrieval), a boolean mask [N] or distinct item
+    indices. Every neighbour metric (Recall@k, MAP@R, R-precision, mAP@1000, the sampled vMF and the
+    uncertainty metrics) then ranks the gallery for each query; a query in the gallery never retrieves itself,
+    R = gallery items of the query's class (less the query itself when it is in the gallery), and queries with
+    R = 0 are left out, as pytorch-metric-learning's ``AccuracyCalculator.get_accuracy(query, query_labels,
+    reference, reference_labels, ref_includes_query)``. k is capped at the neighbours every query can have (the
+    gallery size, less one if some query is in the gallery). Clustering (NMI, F1), the set statistics (dists,
+    rho_spectrum, norms) and the classifier's metrics use every item.
+    backend: the k-NN search, 'torch' (one Gram block serves both geometries; CPU and CUDA) or 'faiss' (CPU;
+    one faiss search per geometry, the suite's previous path, kept for cross-checks).
 
     Non-finite embeddings (a diverged run) give NaN for every metric, with a warning.
     """
@@ -87,6 +125,7 @@ def compute_metrics(
         )
     if not np.issubdtype(y.dtype, np.integer):
         raise UserError(f"compute_metrics needs integer class labels, got dtype {y.dtype}")
+    split = {"queries": _item_set(queries, len(x), "queries"), "gallery": _item_set(gallery, len(x), "gallery")}
     if not objs:
         return {}
     if len(x) < 2:
@@ -103,37 +142,40 @@ def compute_metrics(
         warnings.warn("CUDA requested for evaluation but not available; the k-NN search runs on the CPU", stacklevel=2)
         device = torch.device("cpu")
 
-    ctx = Context(x, y)
+    ctx = Context(x, y, **split)
     objs = _resolve_views(ctx, objs, views)
-    max_class_size = int(ctx.class_size.max())
-    n_classes = len(np.unique(y))
-    on_embeddings = [m.requires for m in objs if m.requires.view != "samples"]
+    n_candidates, max_relevant = ctx.n_candidates, int(ctx.n_relevant.max())
+    needs = {g: [m.requires for m in objs if m.requires.geometry == g] for g in (*GEOMETRIES, POINCARE)}
+    on_embeddings = {g: [r for r in needs[g] if r.view != "samples"] for g in needs}
+    on_samples = {g: [r for r in needs[g] if r.view == "samples"] for g in GEOMETRIES}
+    if n_candidates == 0 and any(m.requires.k > 0 or m.requires.r_offset is not None for m in objs):
+        raise UserError("compute_metrics: the gallery holds nothing but the query itself to retrieve")
+    ks = {g: _neighbours_needed(on_embeddings[g], n_candidates, max_relevant) for g in GEOMETRIES}
+    ks = {g: k for g, k in ks.items() if k > 0}
+    if ks:
+        start = time.perf_counter()
+        found = knn_search(x, ks, device=device, backend=backend, **split)
+        ctx.neighbours.update({g: ids for g, (_, ids) in found.items()})
+        timings["knn"] = time.perf_counter() - start
     for geometry in GEOMETRIES:
-        wanted = [r for r in on_embeddings if r.geometry == geometry]
-        k = _neighbours_needed(wanted, len(x), max_class_size)
-        if k > 0:
+        if any(r.kmeans for r in on_embeddings[geometry]):
             start = time.perf_counter()
-            ctx.neighbours[geometry] = _knn(x, k, geometry, device)[1]
-            timings[f"knn_{geometry}"] = time.perf_counter() - start
-        if any(r.kmeans for r in wanted):
-            start = time.perf_counter()
-            ctx.clusters[geometry] = _kmeans(x, n_classes, geometry, seed=seed)
+            ctx.clusters[geometry] = _kmeans(x, len(np.unique(y)), geometry, seed=seed)
             timings[f"kmeans_{geometry}"] = time.perf_counter() - start
-    k = _neighbours_needed([r for r in on_embeddings if r.geometry == POINCARE], len(x), max_class_size)
+    k = _neighbours_needed(on_embeddings[POINCARE], n_candidates, max_relevant)
     if k > 0:
         start = time.perf_counter()
         points, curvature = ctx.views[POINCARE]
-        ctx.neighbours[POINCARE] = knn_poincare(points, k, curvature)
+        ctx.neighbours[POINCARE] = knn_poincare(points, k, curvature, **split)
         timings[f"knn_{POINCARE}"] = time.perf_counter() - start
-    on_samples = [m.requires for m in objs if m.requires.view == "samples"]
-    if on_samples:
+    ks = {g: _neighbours_needed(on_samples[g], n_candidates, max_relevant) for g in GEOMETRIES}
+    ks = {g: k for g, k in ks.items() if k > 0}
+    if "samples" in ctx.views and ks:
         start = time.perf_counter()
         for s in ctx.views["samples"]:
-            sample = Context(as_numpy_float32(s), y)
-            for geometry in GEOMETRIES:
-                k = _neighbours_needed([r for r in on_samples if r.geometry == geometry], len(x), max_class_size)
-                if k > 0:
-                    sample.neighbours[geometry] = _knn(sample.embeddings, k, geometry, device)[1]
+            sample = Context(as_numpy_float32(s), y, queries=ctx.queries, gallery=ctx.gallery)
+            found = knn_search(sample.embeddings, ks, device=device, backend=backend, **split)
+            sample.neighbours.update({g: ids for g, (_, ids) in found.items()})
             ctx.sampled.append(sample)
         timings["knn_samples"] = time.perf_counter() - start
 

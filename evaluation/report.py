@@ -96,7 +96,9 @@ def read_published(path: str) -> dict[tuple[str, str, str], dict]:
         try:
             row["value"] = float(row["value"])
         except ValueError:
-            raise SystemExit(f"report: error: --published {path} line {i}: value '{row['value']}' is not a number") from None
+            raise SystemExit(
+                f"report: error: --published {path} line {i}: value '{row['value']}' is not a number"
+            ) from None
         if not (row["paper"] or "").strip() or not (row["table"] or "").strip():
             raise SystemExit(f"report: error: --published {path} line {i}: every number needs its paper and table")
         out[(row["dataset"], row["group"], row["metric"])] = row

@@ -15,7 +15,7 @@ import numpy as np
 
 import metrics
 from evaluation.images import DPI, TILE_PX, pyplot, tile
-from evaluation.knn import knn_poincare, query_neighbours
+from evaluation.knn import knn_poincare, max_neighbours, search
 from metrics import GEOMETRIES, POINCARE
 
 N_QUERIES, K, SEED = 8, 5, 0
@@ -23,37 +23,45 @@ CORRECT, WRONG = (0, 160, 0), (220, 0, 0)  # frame colours (RGB)
 _ROW_IN, _COL_IN, _LEFT_IN, _TOP_IN = 0.8, 0.8, 1.3, 0.5  # inches per row / column, label and title margins
 
 
-def choose_queries(labels, n: int = N_QUERIES, seed: int = SEED) -> np.ndarray:
-    """Up to ``n`` sorted item indices with a same-class item elsewhere in the split, drawn with ``seed``."""
+def choose_queries(labels, n: int = N_QUERIES, seed: int = SEED, query=None, gallery=None) -> np.ndarray:
+    """Up to ``n`` sorted item indices with a same-class item elsewhere in the split, drawn with ``seed``; with
+    ``query`` / ``gallery`` masks, query items with a same-class gallery item other than themselves."""
     labels = np.asarray(labels).reshape(-1)
-    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    candidates = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
+    in_query = np.ones(len(labels), bool) if query is None else np.asarray(query, bool)
+    in_gallery = np.ones(len(labels), bool) if gallery is None else np.asarray(gallery, bool)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    per_class = np.bincount(inverse.reshape(-1), weights=in_gallery, minlength=len(classes))
+    others = per_class[inverse.reshape(-1)] - in_gallery  # same-class gallery items other than the item itself
+    candidates = np.flatnonzero(in_query & (others > 0))
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(candidates, min(n, len(candidates)), replace=False))
 
 
-def retrievals(embeddings, queries, k: int, geometry: str, poincare=None) -> np.ndarray:
-    """[len(queries), k] neighbour ids in ``geometry`` ('euclidean', 'cosine', or 'poincare' with
-    ``poincare = (ball points, curvature)``)."""
+def retrievals(embeddings, queries, k: int, geometry: str, poincare=None, gallery=None) -> np.ndarray:
+    """[len(queries), k] neighbour ids (item indices) among ``gallery`` (None: every other item) in ``geometry``
+    ('euclidean', 'cosine', or 'poincare' with ``poincare = (ball points, curvature)``)."""
     if geometry == POINCARE:
         points, c = poincare
-        return knn_poincare(points, k, c, queries=queries)
+        return knn_poincare(points, k, c, queries=queries, gallery=gallery)
     if geometry not in GEOMETRIES:
         raise ValueError(f"geometry must be one of {(*GEOMETRIES, POINCARE)}, got {geometry!r}")
-    return query_neighbours(embeddings, queries, k, geometry)
+    return search(embeddings, {geometry: k}, queries=queries, gallery=gallery)[geometry][1].astype(np.int64)
 
 
 def plot_retrievals(dataset, embeddings, labels, path, geometry: str = "cosine", poincare=None, certainty=None,
                     k: int = K, n_queries: int = N_QUERIES, seed: int = SEED, title: str = "") -> Path:  # fmt: skip
     """PNG of ``n_queries`` queries (rows) and their ``k`` nearest neighbours (columns after the query).
 
-    ``dataset.raw_image(i)`` gives image i, aligned with ``embeddings`` [N, D] and ``labels`` [N].
+    ``dataset.raw_image(i)`` gives image i, aligned with ``embeddings`` [N, D] and ``labels`` [N]; a split with
+    ``dataset.query`` / ``dataset.gallery`` masks draws its queries among the queries and searches the gallery.
     ``certainty``: [N] per-image concentration (probabilistic losses), shown with each query.
     """
     labels = np.asarray(labels).reshape(-1)
-    queries = choose_queries(labels, n_queries, seed)
-    k = min(k, len(labels) - 1)
-    ids = retrievals(embeddings, queries, k, geometry, poincare)
+    query, gallery = dataset.query, dataset.gallery
+    queries = choose_queries(labels, n_queries, seed, query, gallery)
+    gallery_ids = None if gallery is None else np.flatnonzero(gallery)
+    k = min(k, max_neighbours(queries, gallery_ids, len(labels)))
+    ids = retrievals(embeddings, queries, k, geometry, poincare, gallery_ids)
     cols = k + 1
     mosaic = np.full((max(1, len(queries)) * TILE_PX, cols * TILE_PX, 3), 255, dtype=np.uint8)
     hits = 0

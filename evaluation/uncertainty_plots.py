@@ -16,28 +16,30 @@ _ROW_IN, _COL_IN = 0.8, 0.8  # inches per grid row / column (80 px at DPI 100)
 _LEFT_IN, _TOP_IN = 0.6, 0.5  # class-label margin, title margin
 
 
-def rejection_data(embeddings, labels) -> tuple[np.ndarray, np.ndarray, float, float]:
+def rejection_data(embeddings, labels, queries=None, gallery=None) -> tuple[np.ndarray, np.ndarray, float, float]:
     """(rejected share, cosine Recall@1 of the kept queries, area, Recall@1 without rejection), least certain
-    (smallest norm) rejected first. As ``unc_recall_area``: neighbours are searched among all items (self
-    excluded) and lone queries (the only item of their class) are left out, so ``area`` equals that metric."""
-    from evaluation.knn import knn
+    (smallest norm) rejected first. As ``unc_recall_area``: each query's neighbour is searched among the gallery
+    (default: every item; masks or item indices as ``evaluation.search``), itself excluded, and lone queries (no
+    gallery item of their class) are left out, so ``area`` equals that metric."""
+    from evaluation.knn import search
     from metrics import Context
-    from metrics.uncertainty import nn_correct, norms_of, rejection_curve
+    from metrics.uncertainty import nn_correct, query_certainty, rejection_curve
 
     x = np.asarray(embeddings, dtype=np.float32)
-    ctx = Context(x, np.asarray(labels).reshape(-1))
+    ctx = Context(x, np.asarray(labels).reshape(-1), queries=queries, gallery=gallery)
     keep = ctx.not_lone
     if not keep.any():
         return np.zeros(0), np.zeros(0), float("nan"), float("nan")
-    ctx.neighbours["cosine"] = knn(x, 1, "cosine", "cpu")[1]
+    ctx.neighbours["cosine"] = search(x, {"cosine": 1}, queries=ctx.queries, gallery=ctx.gallery)["cosine"][1]
     correct = nn_correct(ctx, "cosine")[keep].astype(np.float64)
-    rejected, recall = rejection_curve(norms_of(ctx)[keep], correct)
+    rejected, recall = rejection_curve(query_certainty(ctx)[keep], correct)
     return rejected, recall, float(recall.mean()), float(correct.mean())
 
 
-def plot_rejection_curve(embeddings, labels, path) -> Path:
-    """PNG of cosine Recall@1 of the kept queries vs the share rejected (least certain = smallest norm first)."""
-    rejected, recall, area, base = rejection_data(embeddings, labels)
+def plot_rejection_curve(embeddings, labels, path, queries=None, gallery=None) -> Path:
+    """PNG of cosine Recall@1 of the kept queries vs the share rejected (least certain = smallest norm first);
+    ``queries`` / ``gallery`` as ``rejection_data``."""
+    rejected, recall, area, base = rejection_data(embeddings, labels, queries, gallery)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot(rejected * 100, recall, label=f"by norm (area {area:.3f})")

@@ -2,16 +2,23 @@
 
 A metric object has a ``name``, a ``requires`` (``Requires``) and ``__call__(ctx) -> float``.
 ``evaluation.compute_metrics`` collects the ``requires`` of all requested metrics, runs
-ONE exact k-NN search and ONE k-means per geometry, and hands every metric the same
+ONE exact k-NN search (serving every geometry) and ONE k-means per geometry, and hands every metric the same
 ``Context``.
 
 Conventions shared by all neighbour-based metrics (they follow pytorch-metric-learning's
-``AccuracyCalculator`` with the reference set equal to the query set):
+``AccuracyCalculator``; self retrieval is its call with the reference set equal to the query set):
 
+* neighbour metrics rank the gallery for each query; by default the query set and the gallery are both
+  every evaluated item (self retrieval), else the split ``compute_metrics(..., queries=, gallery=)`` gives;
 * the query itself is never among its neighbours (its own index is dropped, so exact
   duplicates of it still count as neighbours);
-* a query whose class has a single member (a "lone" query: no relevant item exists) is
-  left out of the average; if every query is lone the metric is NaN.
+* R, the query's relevant items, is the number of gallery items of its class, less one when the query is
+  itself in the gallery;
+* a query with R = 0 (a "lone" query: no relevant item exists) is left out of the average; if every query
+  is lone the metric is NaN.
+
+Clustering (NMI, F1), the set statistics (dists, rho_spectrum, norms) and the classifier's metrics use every
+item of the set, whatever the split.
 """
 
 from __future__ import annotations
@@ -41,9 +48,9 @@ class Requires:
 
     geometry: 'euclidean' (raw embeddings, L2) or 'cosine' (L2-normalised embeddings),
         the geometry of the neighbours and clusters below; None if neither is needed.
-    k: neighbours needed per query (self excluded).
+    k: neighbours needed per query (the query itself excluded).
     r_offset: if not None, also needs ``R_max + r_offset`` neighbours, with R_max = the
-        largest class size - 1 (MAP@R and R-precision read the first R of each query).
+        largest R over the queries (MAP@R and R-precision read the first R of each query).
     kmeans: needs k-means cluster ids in ``geometry`` (k = number of classes).
     embeddings: needs the raw embedding matrix.
     view: a key of ``VIEWS`` the metric reads (``ctx.views[view]``). With ``view="samples"`` the geometry, k and
@@ -62,23 +69,39 @@ class Requires:
         """The view this metric cannot do without (the Poincare geometry needs the ball's points)."""
         return self.view or (POINCARE if self.geometry == POINCARE else None)
 
-    def neighbours_needed(self, n_points: int, max_class_size: int) -> int:
-        """Neighbours to search for (self excluded), capped at ``n_points - 1``."""
+    def neighbours_needed(self, n_candidates: int, max_relevant: int) -> int:
+        """Neighbours to search for: ``k``, or ``max_relevant + r_offset`` if larger, capped at ``n_candidates``
+        (the neighbours every query can have)."""
         k = self.k
         if self.r_offset is not None:
-            k = max(k, max_class_size - 1 + self.r_offset)
-        return max(0, min(k, n_points - 1))
+            k = max(k, max_relevant + self.r_offset)
+        return max(0, min(k, n_candidates))
+
+
+def item_indices(items, n: int) -> np.ndarray:
+    """None (every item), a boolean mask [n] or item indices -> sorted distinct int64 item indices."""
+    if items is None:
+        return np.arange(n)
+    items = np.asarray(items).reshape(-1)
+    if items.dtype == bool:
+        return np.flatnonzero(items)
+    return np.unique(items.astype(np.int64))
 
 
 class Context:
     """Inputs shared by every metric of one ``compute_metrics`` call.
 
-    embeddings: float32 [N, D] raw embeddings (numpy).
-    labels: int64 [N].
-    neighbours: geometry -> int [N, k] neighbour ids, nearest first, self excluded.
-    clusters: geometry -> int [N] k-means cluster ids.
-    views: view name -> what the loss gave (see ``VIEWS``); absent when it gave nothing.
-    sampled: one ``Context`` per sampled embedding set (``views["samples"]``), with its own neighbours.
+    The evaluated set has N items. Neighbour metrics rank the ``gallery`` items for every item of ``queries``
+    (both default to every item: self retrieval); a query never retrieves itself.
+
+    embeddings: float32 [N, D] raw embeddings of every item (numpy).
+    labels: int64 [N] of every item.
+    queries, gallery: sorted int64 item indices [Q] and [G].
+    neighbours: geometry -> int [Q, k] item ids of each query's nearest gallery items, nearest first, the query
+        itself excluded.
+    clusters: geometry -> int [N] k-means cluster ids of every item.
+    views: view name -> what the loss gave (see ``VIEWS``), per item; absent when it gave nothing.
+    sampled: one ``Context`` per sampled embedding set (``views["samples"]``), same split, its own neighbours.
     """
 
     def __init__(
@@ -87,9 +110,14 @@ class Context:
         labels: np.ndarray,
         neighbours: dict[str, np.ndarray] | None = None,
         clusters: dict[str, np.ndarray] | None = None,
+        *,
+        queries=None,
+        gallery=None,
     ):
         self.embeddings = embeddings
-        self.labels = np.asarray(labels, dtype=np.int64)
+        self.labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        n = len(self.labels)
+        self.queries, self.gallery = item_indices(queries, n), item_indices(gallery, n)
         self.neighbours = neighbours or {}
         self.clusters = clusters or {}
         self.views: dict[str, object] = {}
@@ -97,29 +125,42 @@ class Context:
         self._hits: dict[str, np.ndarray] = {}
 
     @cached_property
-    def class_size(self) -> np.ndarray:
-        """[N] number of items sharing each query's label (the query included)."""
-        _, inverse, counts = np.unique(self.labels, return_inverse=True, return_counts=True)
-        return counts[inverse.reshape(-1)]
+    def query_labels(self) -> np.ndarray:
+        """[Q] labels of the queries."""
+        return self.labels[self.queries]
+
+    @cached_property
+    def query_in_gallery(self) -> np.ndarray:
+        """[Q] bool: the query is itself a gallery item (and so cannot retrieve itself)."""
+        member = np.zeros(len(self.labels), dtype=bool)
+        member[self.gallery] = True
+        return member[self.queries]
 
     @cached_property
     def n_relevant(self) -> np.ndarray:
-        """[N] R = class size - 1: items a query can retrieve."""
-        return self.class_size - 1
+        """[Q] R: gallery items of the query's class, the query itself not counted."""
+        _, item_class = np.unique(self.labels, return_inverse=True)
+        in_gallery = np.bincount(item_class[self.gallery], minlength=item_class.max(initial=-1) + 1)
+        return in_gallery[item_class[self.queries]] - self.query_in_gallery
 
     @cached_property
     def not_lone(self) -> np.ndarray:
-        """[N] bool: queries with at least one other item of their class."""
+        """[Q] bool: queries with at least one relevant gallery item."""
         return self.n_relevant > 0
 
+    @property
+    def n_candidates(self) -> int:
+        """The most neighbours every query can have: the gallery size, less one if some query is in it."""
+        return max(0, len(self.gallery) - int(self.query_in_gallery.any()))
+
     def hits(self, geometry: str) -> np.ndarray:
-        """bool [N, k]: neighbour j of query i has the query's label (computed once, row chunks)."""
+        """bool [Q, k]: neighbour j of query i has the query's label (computed once, row chunks)."""
         if geometry not in self._hits:
-            ids = self.neighbours[geometry]
+            ids, y = self.neighbours[geometry], self.query_labels
             out = np.empty(ids.shape, dtype=bool)
             step = max(1, (1 << 22) // max(1, ids.shape[1]))  # bounds the int64 label temporaries
             for s in range(0, len(ids), step):
-                out[s : s + step] = self.labels[ids[s : s + step]] == self.labels[s : s + step, None]
+                out[s : s + step] = self.labels[ids[s : s + step]] == y[s : s + step, None]
             self._hits[geometry] = out
         return self._hits[geometry]
 
@@ -144,13 +185,14 @@ def average_precision(hits: np.ndarray, length: np.ndarray, norm: np.ndarray, ch
 
     AP_i = (1/norm_i) sum_{j <= length_i} P_i(j) rel_i(j), P_i(j) = (hits among first j) / j.
 
-    hits: bool [Q, K]; length: [Q] ranks considered (<= K); norm: [Q] positive normalisers.
+    hits: bool [Q, K]; length: [Q] ranks considered; norm: [Q] positive normalisers.
     """
-    q, k = hits.shape
+    q = len(hits)
+    k = min(hits.shape[1], int(length.max(initial=0)))  # ranks past every query's length add nothing
     out = np.zeros(q, dtype=np.float64)
     ranks = np.arange(1, k + 1, dtype=np.float64)
     for s in range(0, q, chunk):
-        rel = hits[s : s + chunk] & (ranks[None, :] <= length[s : s + chunk, None])
+        rel = hits[s : s + chunk, :k] & (ranks[None, :] <= length[s : s + chunk, None])
         precision = np.cumsum(rel, axis=1, dtype=np.float64) / ranks
         out[s : s + chunk] = (precision * rel).sum(axis=1) / norm[s : s + chunk]
     return out

@@ -14,10 +14,10 @@ CUTOFF = 1000
 @register("mAP_1000", paper=PAPER, geometry="euclidean", form="mAP_1000")
 @register("c_mAP_1000", paper=PAPER, geometry="cosine", form="c_mAP_1000")
 class MAP1000(Metric):
-    """Average precision over the first K = min(1000, N - 1) neighbours.
+    """Average precision over the first K = min(1000, neighbours a query can have) neighbours.
 
-    AP = (1 / min(K, R)) sum_{i <= K} P(i) rel(i), R = class size - 1, so a perfect
-    ranking scores 1. (The Roth suite divides by the class size including the query,
+    AP = (1 / min(K, R)) sum_{i <= K} P(i) rel(i), R = the query's relevant gallery items (class
+    size - 1 in self retrieval), so a perfect ranking scores 1. (The Roth suite divides by the class size including the query,
     which caps a perfect ranking below 1; we use the standard normaliser.) Self excluded;
     lone queries left out.
     """

@@ -11,7 +11,8 @@ PAPER = "Roth et al. 2020, Revisiting Training Strategies and Generalization Per
 @register("mAP_c", paper=PAPER, geometry="euclidean", form="mAP_c")
 @register("c_mAP_c", paper=PAPER, geometry="cosine", form="c_mAP_c")
 class MAPc(Metric):
-    """Roth suite's mAP_c: (1/n) sum_{i <= n} P(i) rel(i), n = class size INCLUDING the query.
+    """Roth suite's mAP_c: (1/n) sum_{i <= n} P(i) rel(i), n = R + 1 (the class size INCLUDING the query in
+    self retrieval).
 
     Kept as the Roth suite defines it for comparability with its logs: it reads one rank
     past R = n - 1 and divides by n, so it is a slightly deflated MAP@R (a perfect ranking
@@ -24,5 +25,5 @@ class MAPc(Metric):
 
     def __call__(self, ctx: Context) -> float:
         keep = ctx.not_lone
-        n = ctx.class_size[keep]
+        n = ctx.n_relevant[keep] + 1
         return mean_over_queries(average_precision(ctx.hits(self.requires.geometry)[keep], n, n.astype(float)))

@@ -14,7 +14,7 @@ PAPER = "Musgrave et al. 2020, A Metric Learning Reality Check"
 class MAPatR(Metric):
     """MAP@R = mean over queries of (1/R) sum_{i <= R} P(i) rel(i).
 
-    R = class size - 1 (the query's relevant items), P(i) = precision at rank i, rel(i) = 1
+    R = the query's relevant gallery items (class size - 1 in self retrieval), P(i) = precision at rank i, rel(i) = 1
     if the i-th neighbour shares the label. Self excluded; lone queries (R = 0) left out,
     as pytorch-metric-learning's ``mean_average_precision_at_r``.
     """

@@ -15,7 +15,7 @@ PAPER = "Musgrave et al. 2020, A Metric Learning Reality Check"
 class RPrecision(Metric):
     """R-precision = mean over queries of (same-class items among the first R neighbours) / R.
 
-    R = class size - 1. Self excluded; lone queries (R = 0) left out, as
+    R = the query's relevant gallery items (class size - 1 in self retrieval). Self excluded; lone queries (R = 0) left out, as
     pytorch-metric-learning's ``r_precision``.
     """
 

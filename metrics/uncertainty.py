@@ -1,9 +1,11 @@
 """Uncertainty metrics of probabilistic embeddings (Kirchhof et al. 2022; docs/running.md, metrics).
 
 The certainty of an item is its embedding norm (= the vMF concentration kappa of EL-nivMF). "Correct" means the
-query's nearest neighbour (self excluded) shares its label; lone queries are left out.
+query's nearest gallery neighbour (self excluded) shares its label; lone queries (no relevant gallery item) are
+left out. The neighbour metrics below rate the queries of the split (``compute_metrics(..., queries=, gallery=)``,
+by default every item); ``norms@q`` describes every item.
 
-* ``norms@q``: the q-th percentile (1..100) of the embedding norms.
+* ``norms@q``: the q-th percentile (1..100) of the embedding norms (every item).
 * ``unc_auroc_cos`` / ``unc_auroc_l2`` / ``unc_auroc_ppk``: AUROC of the certainty for predicting a correct nearest
   neighbour under cosine / Euclidean / log-PPK (rho = 1 between vMF(e/||e||, ||e||) pairs, computed in row chunks
   sized to a 256 MB budget, but O(N^2) log-normaliser evaluations: opt-in, not in the EL-nivMF family's defaults)
@@ -13,7 +15,7 @@ query's nearest neighbour (self excluded) shares its label; lone queries are lef
   keeping the n = 1..N most certain ones (area under the rejection curve; curve: ``rejection_curve``).
 * ``unc_nw_acc@k`` / ``unc_nw_ll@k``: neighbour-weighted label probabilities from the k cosine neighbours,
   p_i(c) = (sum_{j in kNN(i)} ||e_j|| [y_j = c] + eps) / (sum_j ||e_j|| + eps * C) (eps = 1e-3, C = classes of
-  the split): accuracy of argmax_c p_i(c) and mean log p_i(y_i).
+  the whole split): accuracy of argmax_c p_i(c) and mean log p_i(y_i).
 """
 
 from __future__ import annotations
@@ -41,8 +43,14 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def norms_of(ctx_or_emb) -> np.ndarray:
+    """[N] embedding norms of every item (of a ``Context`` or an [N, D] array)."""
     emb = ctx_or_emb.embeddings if isinstance(ctx_or_emb, Context) else ctx_or_emb
     return np.linalg.norm(np.asarray(emb, dtype=np.float64), axis=1)
+
+
+def query_certainty(ctx: Context) -> np.ndarray:
+    """[Q] the certainty (embedding norm) of each query."""
+    return norms_of(ctx)[ctx.queries]
 
 
 # Peak bytes of one row-chunk's temporaries per (query, item) pair: float64 k3 and PPK matrices plus the
@@ -58,31 +66,40 @@ def ppk_chunk_rows(n_items: int, max_bytes: int = PPK_MAX_BYTES) -> int:
     return max(1, int(max_bytes) // (PPK_BYTES_PER_PAIR * max(1, int(n_items))))
 
 
-def ppk_nearest_neighbour(embeddings: np.ndarray, max_bytes: int = PPK_MAX_BYTES) -> np.ndarray:
-    """[N] index of the item with the largest log PPK (rho = 1) to each item, self excluded.
+def ppk_nearest_neighbour(embeddings: np.ndarray, max_bytes: int = PPK_MAX_BYTES, queries=None,
+                          gallery=None) -> np.ndarray:  # fmt: skip
+    """[Q] item index of the gallery item with the largest log PPK (rho = 1) to each query, the query excluded.
 
-    log PPK(i, j) = log C_d(k_i) + log C_d(k_j) - log C_d(||e_i + e_j||) with k = ||e||. Row chunks of
-    ``ppk_chunk_rows(N, max_bytes)`` rows bound the memory (256 MB by default: 29 rows at SOP's N = 60502); the
-    compute stays O(N^2) log-normaliser evaluations (about 2.5e5 - 1e6 pairs/s on one CPU thread, so hours on SOP).
+    log PPK(i, j) = log C_d(k_i) + log C_d(k_j) - log C_d(||e_i + e_j||) with k = ||e||. ``queries`` /
+    ``gallery``: sorted item indices (None: every item). Row chunks of ``ppk_chunk_rows(G, max_bytes)`` rows bound
+    the memory (256 MB by default: 29 rows at SOP's N = 60502); the compute stays O(Q G) log-normaliser
+    evaluations (about 2.5e5 - 1e6 pairs/s on one CPU thread, so hours on SOP).
     """
     from utilities.vmf import log_vmf_norm
 
     e = torch.as_tensor(np.asarray(embeddings, dtype=np.float64))
     n, d = e.shape
-    chunk = ppk_chunk_rows(n, max_bytes)
-    k = torch.linalg.vector_norm(e, dim=1)
+    queries = np.arange(n) if queries is None else np.asarray(queries, dtype=np.int64)
+    gallery = np.arange(n) if gallery is None else np.asarray(gallery, dtype=np.int64)
+    column = np.full(n, -1)
+    column[gallery] = np.arange(len(gallery))
+    own = column[queries]  # the query's own gallery column, -1 when it is not in the gallery
+    eg = e[torch.from_numpy(gallery)]
+    chunk = ppk_chunk_rows(len(gallery), max_bytes)
+    k = torch.linalg.vector_norm(eg, dim=1)
     logc = log_vmf_norm(k, d)
-    sq = k.pow(2)
-    out = np.empty(n, dtype=np.int64)
+    sq, sq_q = k.pow(2), torch.linalg.vector_norm(e, dim=1).pow(2)
+    out = np.empty(len(queries), dtype=np.int64)
     with torch.no_grad():
-        for s in range(0, n, chunk):
-            rows = slice(s, min(s + chunk, n))
-            k3 = torch.addmm(sq[rows, None] + sq[None, :], e[rows], e.T, alpha=2).clamp_min_(0).sqrt_()
+        for s in range(0, len(queries), chunk):
+            rows = torch.from_numpy(queries[s : s + chunk])
+            k3 = torch.addmm(sq_q[rows, None] + sq[None, :], e[rows], eg.T, alpha=2).clamp_min_(0).sqrt_()
             ppk = log_vmf_norm(k3, d).neg_().add_(logc[None, :])  # log C(k_i) is constant along the row
             del k3
-            idx = torch.arange(ppk.shape[0])
-            ppk[idx, idx + s] = -float("inf")
-            out[rows] = ppk.argmax(dim=1).numpy()
+            own_b = own[s : s + chunk]
+            in_gallery = np.flatnonzero(own_b >= 0)
+            ppk[in_gallery, own_b[in_gallery]] = -float("inf")
+            out[s : s + chunk] = gallery[ppk.argmax(dim=1).numpy()]
     return out
 
 
@@ -95,6 +112,7 @@ def rejection_curve(certainty: np.ndarray, correct: np.ndarray) -> tuple[np.ndar
 
 
 def nn_correct(ctx: Context, geometry: str) -> np.ndarray:
+    """[Q] bool: the query's nearest gallery neighbour in ``geometry`` shares its label."""
     return ctx.hits(geometry)[:, 0]
 
 
@@ -121,7 +139,7 @@ class UncAuroc(Metric):
 
     def __call__(self, ctx):
         keep = ctx.not_lone
-        return auroc(norms_of(ctx)[keep], nn_correct(ctx, self.requires.geometry)[keep])
+        return auroc(query_certainty(ctx)[keep], nn_correct(ctx, self.requires.geometry)[keep])
 
 
 @register("unc_auroc_ppk", paper=PAPER)
@@ -131,10 +149,10 @@ class UncAurocPpk(Metric):
         self.requires = Requires(embeddings=True)
 
     def __call__(self, ctx):
-        nn = ppk_nearest_neighbour(ctx.embeddings)
-        correct = ctx.labels[nn] == ctx.labels
+        nn = ppk_nearest_neighbour(ctx.embeddings, queries=ctx.queries, gallery=ctx.gallery)
+        correct = ctx.labels[nn] == ctx.query_labels
         keep = ctx.not_lone
-        return auroc(norms_of(ctx)[keep], correct[keep])
+        return auroc(query_certainty(ctx)[keep], correct[keep])
 
 
 @register("unc_spearman", paper=PAPER, geometry="cosine")
@@ -148,7 +166,7 @@ class UncSpearman(Metric):
         correct = nn_correct(ctx, "cosine")[keep]
         if correct.all() or not correct.any():
             return float("nan")
-        return float(spearmanr(norms_of(ctx)[keep], correct).statistic)
+        return float(spearmanr(query_certainty(ctx)[keep], correct).statistic)
 
 
 @register("unc_recall_area", paper=PAPER, geometry="cosine")
@@ -161,17 +179,18 @@ class UncRecallArea(Metric):
         keep = ctx.not_lone
         if not keep.any():
             return float("nan")
-        _, rec = rejection_curve(norms_of(ctx)[keep], nn_correct(ctx, "cosine")[keep].astype(np.float64))
+        _, rec = rejection_curve(query_certainty(ctx)[keep], nn_correct(ctx, "cosine")[keep].astype(np.float64))
         return float(rec.mean())
 
 
 def neighbour_label_probability(ctx: Context, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(argmax class == label [N], log p_i(y_i) [N]) from the k cosine neighbours weighted by their norms."""
+    """(argmax class == label [Q], log p_i(y_i) [Q]) from the k cosine neighbours weighted by their norms."""
     ids = ctx.neighbours["cosine"][:, :k]
-    classes, y = np.unique(ctx.labels, return_inverse=True)
-    w = norms_of(ctx)[ids]  # [N, k]
+    classes, item_class = np.unique(ctx.labels, return_inverse=True)
+    y = item_class[ctx.queries]
+    w = norms_of(ctx)[ids]  # [Q, k]
     probs = np.full((len(ids), len(classes)), EPS)
-    np.add.at(probs, (np.repeat(np.arange(len(ids)), ids.shape[1]), y[ids].ravel()), w.ravel())
+    np.add.at(probs, (np.repeat(np.arange(len(ids)), ids.shape[1]), item_class[ids].ravel()), w.ravel())
     probs /= probs.sum(axis=1, keepdims=True)
     return probs.argmax(1) == y, np.log(probs[np.arange(len(y)), y])
 

@@ -5,7 +5,10 @@ per image; the evaluation searches the cosine neighbours of every set (self excl
 
 * ``vmf_recall@1``: per query and set, whether its nearest neighbour has its label; a query counts as correct when
   more than half of the sets are correct (the original's ``scipy.stats.mode`` over the per-set correctness, whose
-  tie goes to False: a tie counts wrong). Averaged over all queries.
+  tie goes to False: a tie counts wrong). Averaged over all queries (lone ones included, as the original).
+
+With a query/gallery split (``compute_metrics(..., queries=, gallery=)``) every set ranks its gallery items for
+its queries.
 * ``vmf_map_at_r``: MAP@R (cosine, lone queries left out) averaged over the sets.
 * ``vmf_mean_kappa``: mean per-image concentration (the ``kappa`` view, ||s f(x)|| for vMF softmax).
 
@@ -35,7 +38,7 @@ class SampledRecallAt1(Metric):
         self.requires = Requires(view="samples", geometry="cosine", k=1)
 
     def __call__(self, ctx: Context) -> float:
-        correct = np.stack([s.hits("cosine")[:, 0] for s in ctx.sampled])  # [sets, N]
+        correct = np.stack([s.hits("cosine")[:, 0] for s in ctx.sampled])  # [sets, Q]
         return float((2 * correct.sum(axis=0) > len(ctx.sampled)).mean())
 
 

@@ -143,12 +143,15 @@ def repo_root() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def stand_in_hub(tmp_path_factory):
-    """A torch hub folder holding random-initialised ResNet50 weights under torchvision's file name."""
+    """A torch hub folder holding random-initialised ResNet50 and BN-Inception weights under the file names their
+    loaders look for (torchvision's, pretrainedmodels')."""
     import torchvision
+    from pretrainedmodels.models.bninception import BNInception
 
     hub = tmp_path_factory.mktemp("torch_hub")
     (hub / "checkpoints").mkdir()
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), hub / "checkpoints" / "resnet50-0676ba61.pth")
+    torch.save(BNInception(num_classes=1000).state_dict(), hub / "checkpoints" / "bn_inception-52deb4733.pth")
     return hub
 
 

@@ -81,6 +81,11 @@ LAYOUT_FAULTS = {
             (r / "online_products/Info_Files/Ebay_test.txt").read_text().replace(" 5 ", " five ", 1))),
         "expected 'image_id class_id super_class_id path'"),
     "mnist missing files": ("mnist", lambda r: None, "mnist not found"),
+    "in_shop missing folder": ("in_shop", lambda r: None, "in_shop not found (nor in-shop or Inshop_Clothes)"),
+    "in_shop partition names a missing image": ("in_shop", lambda r: (
+        synthetic.make_in_shop(str(r), n_items=6, per_item=2, size=16),
+        next((r / "in_shop/img").rglob("*.jpg")).unlink()), "not found; restore it"),
+    "csv table is a folder": ("csv", lambda r: None, "is not a file; --dataset csv reads a CSV file"),
 }  # fmt: skip
 
 

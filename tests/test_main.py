@@ -120,6 +120,20 @@ def test_without_log_online_wandb_is_not_touched(tmp_path, repo_root, fast_args)
     assert not list(tmp_path.rglob("wandb"))
 
 
+def test_a_machine_with_only_torch_runs_the_main_job(tmp_path, repo_root, fast_args):
+    """faiss, wandb and pretrainedmodels absent (the GPU machines have only torch and its kin): the job runs,
+    k-means (NMI, F1) in torch with a warning saying so."""
+    code = ("import sys; sys.modules.update(faiss=None, wandb=None, pretrainedmodels=None); import main; "
+            "sys.exit(main.main(sys.argv[1:]))")  # fmt: skip
+    args = ["--save_path", str(tmp_path / "runs"), *fast_args, "f1", "--n_epochs", "1", "--kernels", "0"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=repo_root, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "faiss is not installed: k-means (NMI, F1) runs in torch" in proc.stderr
+    (row,) = list(csv.DictReader(open(next((tmp_path / "runs").rglob("metrics_testing.csv")))))
+    assert 0 < float(row["nmi"]) <= 1 and 0 < float(row["f1"]) <= 1
+
+
 def test_dry_run_builds_and_writes_nothing(tmp_path, run_main, capsys):
     assert run_main("--dry_run") == 0
     out = capsys.readouterr().out

@@ -64,6 +64,10 @@ def test_a_loss_metrics_are_its_default_evaluation_metrics(loss, own):
     assert opt.evaluation_metrics == [*metrics.DEFAULT_EVALUATION_METRICS, *own]
     explicit = parameters.parse_args(["--loss", loss, "--evaluation_metrics", "c_recall@1"])
     assert explicit.evaluation_metrics == ["c_recall@1", *(m for m in explicit.storage_metrics if m != "c_recall@1")]
+    # a dataset with its own protocol metrics (In-Shop's recalls) keeps them and the loss's own after them
+    in_shop = parameters.parse_args(["--loss", loss, "--dataset", "in_shop", "--source_path", "/data"])
+    recalls = [f"c_recall@{k}" for k in (1, 10, 20, 30, 40, 50)]
+    assert in_shop.evaluation_metrics == [*recalls, "e_recall@1", "map_at_r", *own]
 
 
 def test_storage_metrics_are_added_to_the_evaluation_metrics():

@@ -19,7 +19,7 @@ import batch_mining
 import criteria
 import datasampler
 import datasets
-from utilities import distributed, seeding
+from utilities import distributed, precision, seeding
 
 EVAL_BATCH_MIN = 128  # evaluation batches hold max(--bs, this) images: no gradients, so bigger is cheaper
 
@@ -45,6 +45,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: object | None
     scaler: torch.amp.GradScaler
+    batch_transform: object = None  # uint8 training batches (--decode_cache): converted / normalised on the device
 
     @property
     def main(self) -> bool:
@@ -55,6 +56,14 @@ class Run:
     def batch_size(self) -> int:
         """The effective (global) batch size: the sampler's (``--bs``, or the episodic sampler's own)."""
         return int(self.sampler.batch_size)
+
+    def images_to_device(self, images: torch.Tensor) -> torch.Tensor:
+        """A training batch on the device as the network's float input: uint8 batches of the decode cache travel
+        as uint8 (pinned on CUDA) and are converted and normalised there (``batch_transform``)."""
+        images = images.to(self.device, non_blocking=True)
+        if images.dtype == torch.uint8 and self.batch_transform is not None:
+            images = self.batch_transform(images)
+        return images
 
     def describe(self) -> str:
         opt = self.opt
@@ -82,7 +91,15 @@ def eval_loader(dataset, opt, shard: bool = True) -> DataLoader:
             dataset, num_replicas=distributed.world_size(), rank=distributed.rank(), shuffle=False
         )
     return DataLoader(dataset, batch_size=max(opt.bs, EVAL_BATCH_MIN), shuffle=False, sampler=sampler,
-                      num_workers=opt.kernels, worker_init_fn=seeding.worker_init_fn)  # fmt: skip
+                      num_workers=opt.kernels, worker_init_fn=seeding.worker_init_fn,
+                      pin_memory=torch.cuda.is_available())  # fmt: skip
+
+
+def make_train_loader(dataset, batch_sampler, opt, device: torch.device) -> DataLoader:
+    """The training loader: ``--kernels`` workers, batches pinned when training on CUDA. The decode cache's
+    training split (``--decode_cache``) yields uint8 images, converted on the device (``Run.images_to_device``)."""
+    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=opt.kernels,
+                      worker_init_fn=seeding.worker_init_fn, pin_memory=device.type == "cuda")  # fmt: skip
 
 
 def exclude_1d_from_decay(groups: list[dict]) -> list[dict]:
@@ -149,7 +166,9 @@ def build_model_and_loss(opt, n_classes: int, input_shape: tuple, device: torch.
     """(model, miner, criterion) of the options, on ``device``; the miner gets the loss's margin."""
     model = architectures.select(opt.arch, opt, input_shape=input_shape).to(device)
     loss_class = criteria.get_class(opt.loss)
-    miner = batch_mining.select(opt.batch_mining, opt, margin=loss_class.miner_margin(opt)) if opt.batch_mining else None
+    miner = (
+        batch_mining.select(opt.batch_mining, opt, margin=loss_class.miner_margin(opt)) if opt.batch_mining else None
+    )
     criterion = criteria.select(opt.loss, opt, miner, n_classes=n_classes).to(device)
     return model, miner, criterion
 
@@ -168,6 +187,7 @@ def build_run(opt) -> Run:
     rank, world_size = distributed.init_distributed()
     seeding.set_seed(opt.seed + rank)
     device = pick_device(opt)
+    precision.configure_backends(opt, device)  # --cudnn_benchmark (after the seeding's deterministic cuDNN)
 
     data = datasets.select(opt.dataset, opt)
     train = data["training"]
@@ -177,8 +197,7 @@ def build_run(opt) -> Run:
     sampler = datasampler.select(opt.data_sampler, opt, np.asarray(train.labels))
     if world_size > 1:
         sampler.set_distributed(rank, world_size)
-    train_loader = DataLoader(train, batch_sampler=sampler, num_workers=opt.kernels,
-                              worker_init_fn=seeding.worker_init_fn)  # fmt: skip
+    train_loader = make_train_loader(train, sampler, opt, device)
     eval_splits = evaluation_splits(data, opt)
     optimizer = build_optimizer(param_groups(model, criterion, opt), opt)
     return Run(
@@ -187,5 +206,6 @@ def build_run(opt) -> Run:
         train_loader=train_loader, eval_splits=eval_splits,
         selection_split="validation" if "validation" in eval_splits else "testing",
         optimizer=optimizer, scheduler=build_scheduler(optimizer, opt),
-        scaler=torch.amp.GradScaler("cuda", enabled=opt.amp == "fp16" and device.type == "cuda"),
+        scaler=precision.grad_scaler(opt.amp, device),
+        batch_transform=getattr(train, "device_transform", None),
     )  # fmt: skip

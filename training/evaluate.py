@@ -97,7 +97,7 @@ def evaluate_splits(opt, model, criterion, out: Path, device: torch.device, run_
         views = evaluation.loss_views(criterion, emb, closed_set=dataset.closed_set, seed=opt.seed)
         name = prefix + split
         results[name] = evaluation.compute_metrics(emb, labels, opt.evaluation_metrics, device=metric_device,
-                                                   views=views)  # fmt: skip
+                                                   views=views, queries=dataset.query, gallery=dataset.gallery)  # fmt: skip
         write_embeddings(out / f"embeddings_{name}.npz", emb, labels, criterion)
         if split != "training":
             retrieval_figure(out, name, dataset, emb, labels, criterion, opt.storage_metrics[0])

@@ -132,7 +132,9 @@ class Trainer:
             self.run.sampler.delta_storage = state["storage"]["delta_storage"]
         if state.get("position"):  # mid-epoch: continue that epoch at its next batch, with its RNG states
             self.resume_position, self.pending_rng = state["position"], state["rng"]
-            log.info(f"resumed from {path} at epoch {self.resume_position['epoch']}, batch {self.resume_position['step']}")
+            log.info(
+                f"resumed from {path} at epoch {self.resume_position['epoch']}, batch {self.resume_position['step']}"
+            )
         else:
             seeding.set_rng_state(state["rng"])
             log.info(f"resumed from {path} after epoch {self.state.epoch}")
@@ -201,22 +203,32 @@ class Trainer:
                    desc=f"epoch {epoch}/{opt.n_epochs}" + (" (warm-up)" if warm else ""), dynamic_ncols=True)  # fmt: skip
         reported = False
         for step, (images, labels, indices) in enumerate(bar, start=done):
-            images, labels = images.to(run.device, non_blocking=True), labels.to(run.device)
+            images, labels = run.images_to_device(images), labels.to(run.device)  # uint8: normalised there
             with autocast(opt.amp, run.device):
                 embeds = run.model(images)
             if not bool(torch.isfinite(embeds).all()):  # before a miner or the loss sees them
                 raise UserError(f"non-finite embeddings at epoch {epoch}, batch {step}: the network diverged (its "
                                 f"weights after the previous step); lower --lr ({opt.lr:g}) or check the data "
                                 f"(run folder kept: {self.run_dir})")  # fmt: skip
+            embeds = embeds.to(torch.promote_types(embeds.dtype, torch.float32))  # AMP's half: the loss in fp32
+            # Under DDP a global-batch loss (and its miner) sees every rank's slice in rank order, its gradient
+            # reaching only this rank's slice; its random draws are the same on every rank (utilities.distributed).
+            whole = run.criterion.global_batch
+            loss_batch = (distributed.gather_with_grad(embeds), distributed.gather_with_grad(labels)) if whole \
+                else (embeds, labels)  # fmt: skip
             if storage:  # storage samplers keep the train-set embeddings current; under DDP the global batch
                 run.sampler.replace_storage_entries(
-                    distributed.all_gather_cat(embeds.detach().float()).cpu(),
-                    distributed.all_gather_cat(torch.as_tensor(indices).to(run.device)).cpu(),
+                    (loss_batch[0] if whole else distributed.gather_with_grad(embeds)).detach().float().cpu(),
+                    distributed.gather_with_grad(torch.as_tensor(indices).to(run.device)).cpu(),
                 )
-            loss = run.criterion(embeds.float(), labels)
+            with distributed.shared_rng(distributed.step_seed(opt.seed, epoch, step), run.device):
+                loss = run.criterion(*loss_batch)
             run.optimizer.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
-            value = distributed.all_reduce_gradients(self.trainable_parameters(), loss)  # mean over ranks
+            # Gathered: each rank's model gradient is its slice's share of dL (summed over ranks), the loss's own
+            # parameters got all of dL on every rank (averaged); a per-rank loss: everything averaged.
+            value = distributed.all_reduce_gradients(self.trainable_parameters(), loss,
+                                                     summed=run.model.parameters() if whole else ())  # fmt: skip
             if not math.isfinite(value):  # under DDP: on every rank when any rank's loss is non-finite
                 raise UserError(f"non-finite loss ({value}) at epoch {epoch}, batch {step}; lower --lr ({opt.lr:g}) "
                                 f"or check the data (run folder kept: {self.run_dir})")  # fmt: skip
@@ -255,7 +267,7 @@ class Trainer:
     def evaluate(self, epoch: int) -> tuple[dict[str, dict[str, float]], dict[str, tuple]]:
         """Metrics per evaluated split, and the embeddings they came from (both empty on ranks other than 0)."""
         opt, run = self.opt, self.run
-        # torch k-NN on the GPU whenever training runs there; --evaluate_on_cpu forces faiss.
+        # metrics on the GPU whenever training runs there; --evaluate_on_cpu keeps them off it
         metric_device = run.device if run.device.type == "cuda" and not opt.evaluate_on_cpu else "cpu"
         results, embeddings = {}, {}
         for split, dataset in run.eval_splits.items():
@@ -264,8 +276,8 @@ class Trainer:
             if not run.main:  # only rank 0 uses metrics; its decisions are broadcast
                 continue
             views = evaluation.loss_views(run.criterion, emb, closed_set=dataset.closed_set, seed=opt.seed)
-            values = evaluation.compute_metrics(emb, labels, opt.evaluation_metrics, device=metric_device,
-                                                views=views)  # fmt: skip
+            values = evaluation.compute_metrics(emb, labels, opt.evaluation_metrics, device=metric_device, views=views,
+                                                queries=dataset.query, gallery=dataset.gallery)  # fmt: skip
             values["eval_time"] = time.time() - start
             results[split], embeddings[split] = values, (emb, labels)
         return results, embeddings

@@ -19,7 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # Kinds of curves, in the order the figure shows them: (title, does a column name belong to it).
 KINDS = (
-    ("retrieval", lambda n: not n.startswith("unc_") and any(t in n for t in ("recall", "map_at_r", "mAP", "precision"))),
+    (
+        "retrieval",
+        lambda n: not n.startswith("unc_") and any(t in n for t in ("recall", "map_at_r", "mAP", "precision")),
+    ),
     ("classification", lambda n: n in ("accuracy", "ece", "ece_rms")),
     ("clustering", lambda n: n.split("@")[0] in ("nmi", "c_nmi", "f1", "c_f1")),
     ("distances and spectra", lambda n: n.startswith(("dists@", "rho_spectrum@"))),
@@ -130,7 +133,9 @@ class UncertaintyPlots(Hook):
         from evaluation.uncertainty_plots import plot_certainty_grid, plot_rejection_curve
 
         saved = np.load(trainer.run_dir / "embeddings_testing.npz")
-        plot_rejection_curve(saved["embeddings"], saved["labels"], trainer.run_dir / "uncertainty_rejection.png")
+        split = {k: saved[k] for k in ("queries", "gallery") if k in saved.files}  # query -> gallery datasets
+        plot_rejection_curve(saved["embeddings"], saved["labels"], trainer.run_dir / "uncertainty_rejection.png",
+                             **split)  # fmt: skip
         plot_certainty_grid(trainer.run.data["testing"], saved["norms"], saved["labels"],
                             trainer.run_dir / "uncertainty_grid.png")  # fmt: skip
 

@@ -101,14 +101,17 @@ def write_embeddings(path, embeddings, labels, criterion, **extra) -> None:
 
 class EmbeddingExport(Hook):
     """``embeddings_<split>.npz`` at the best first storage metric: embeddings, labels, norms, the loss's
-    ``export()`` (class weights, temperature, ...) and its per-image ``export_embeddings`` (e.g. kappas)."""
+    ``export()`` (class weights, temperature, ...), its per-image ``export_embeddings`` (e.g. kappas) and, for a
+    query -> gallery split (In-Shop), the boolean masks ``queries`` and ``gallery``."""
 
     def after_evaluation(self, trainer, evaluation: Evaluation) -> None:
         first = trainer.opt.storage_metrics[0]
         if first not in evaluation.improved and (trainer.run_dir / "embeddings_testing.npz").exists():
             return
         for split, (emb, labels) in evaluation.embeddings.items():
-            write_embeddings(trainer.run_dir / f"embeddings_{split}.npz", emb, labels, trainer.run.criterion)
+            dataset = trainer.run.eval_splits[split]
+            masks = {} if dataset.query is None else {"queries": dataset.query, "gallery": dataset.gallery}
+            write_embeddings(trainer.run_dir / f"embeddings_{split}.npz", emb, labels, trainer.run.criterion, **masks)
 
 
 class Summary(Hook):

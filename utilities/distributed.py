@@ -3,15 +3,25 @@
 Only rank 0 writes files, logs and checkpoints. Embeddings are gathered across ranks
 for evaluation and for the storage samplers. Every rank holds the same model and
 criterion: rank 0's initial state is broadcast once (``broadcast_module``), gradients are
-averaged after every backward pass (``all_reduce_gradients``), and decisions taken on
+reduced after every backward pass (``all_reduce_gradients``), and decisions taken on
 rank 0 (early stop, the plateau scheduler's input) reach the others by
 ``broadcast_object``. Every helper is the identity without a process group.
+
+Global-batch losses (the training step; ``criteria._base.Criterion.global_batch``): every
+rank computes the loss on the batch gathered from all ranks in rank order
+(``gather_with_grad``; its gradient reaches only the local slice), with the loss's random
+draws from a stream that is the same on every rank (``shared_rng``, seeded by
+``step_seed``). Each rank's backbone gradient is then its slice's share of dL, so those
+gradients are summed over ranks, while the loss's own parameters received the whole dL on
+every rank and are averaged: the step equals one process on the global batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -39,18 +49,45 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0 (identity without DDP).
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (same shape on every rank) from all ranks along dim 0, in rank order, so the
+    result is the same on every rank (identity without DDP).
 
-    Gradients flow back to the local part, as pair-based losses over the global
-    batch need.
+    The other ranks' parts are detached copies; the local part is ``tensor`` itself, so autograd
+    carries the gradient of anything computed on the result back to this rank's slice only.
     """
     if world_size() == 1:
         return tensor
-    parts = [torch.zeros_like(tensor) for _ in range(world_size())]
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
     dist.all_gather(parts, tensor.contiguous())
     parts[rank()] = tensor
     return torch.cat(parts, dim=0)
+
+
+all_gather_cat = gather_with_grad  # the older name (storage samplers' protocol)
+
+
+def step_seed(seed: int, epoch: int, step: int) -> int:
+    """The seed of training step ``step`` of ``epoch``: the same on every rank and for any number of ranks."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(step)]).generate_state(1, dtype=np.uint64)[0])
+
+
+@contextlib.contextmanager
+def shared_rng(seed: int, device: torch.device):
+    """Within the block torch's CPU generator (and ``device``'s CUDA generator) start from ``seed``; outside it
+    they continue as if the block had drawn nothing.
+
+    The loss's random draws (miners, vMF samples) on the gathered batch must be the same on every rank, whose
+    own generators differ (seeded by ``--seed`` + rank): with a seed from ``step_seed`` they are, and are also
+    those of a single process on the same batch.
+    """
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()
+                                          ].manual_seed(seed)  # fmt: skip
+        yield
 
 
 def gather_cat_cpu(*tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -85,18 +122,23 @@ def broadcast_module(module: torch.nn.Module, src: int = 0, buffers_only: bool =
             dist.broadcast(t.data, src=src)
 
 
-def all_reduce_gradients(params, loss: torch.Tensor) -> float:
-    """Average the gradients of ``params`` over all ranks, in place; return the mean loss.
+def all_reduce_gradients(params, loss: torch.Tensor, summed=()) -> float:
+    """Reduce the gradients of ``params`` over all ranks, in place: the sum for those also in ``summed``, the
+    mean for the others; return the mean loss.
 
-    A parameter that has a gradient on some rank but not on this one (e.g. no mined tuple
-    touched it here) takes part with zeros, so every rank ends with the same gradients;
-    one that has none anywhere keeps ``grad = None``. The returned loss is non-finite
-    when any rank's loss is, so all ranks can stop together.
+    ``summed``: the parameters whose gradient each rank holds only a share of (the model's, when the loss ran on
+    the gathered batch: each rank backpropagates into its own slice). Averaged: those whose gradient each rank
+    holds in full (the loss's own parameters on the gathered batch) or as the mean over its slice (a per-rank
+    loss that averages over its samples). A parameter that has a gradient on some rank but not on this one (e.g.
+    no mined tuple touched it here) takes part with zeros, so every rank ends with the same gradients; one that
+    has none anywhere keeps ``grad = None``. The returned loss is non-finite when any rank's loss is, so all
+    ranks can stop together.
     """
     params = list(params)
     if world_size() == 1:
         return float(loss.detach())
     n = world_size()
+    summed_ids = {id(p) for p in summed}
     status = torch.zeros(len(params) + 1, dtype=torch.float64, device=loss.device)
     status[: len(params)] = torch.tensor([p.grad is not None for p in params], dtype=torch.float64)
     status[-1] = loss.detach().double()
@@ -109,10 +151,12 @@ def all_reduce_gradients(params, loss: torch.Tensor) -> float:
     by_kind: dict[tuple, list[torch.Tensor]] = {}
     for p in present:
         by_kind.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+    for p in present:
+        if id(p) not in summed_ids:  # a mean: each rank's part / n, then the sum below
+            p.grad.div_(n)
     for grads in by_kind.values():  # one collective per (device, dtype)
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)
-        flat /= n
         offset = 0
         for g in grads:
             g.copy_(flat[offset : offset + g.numel()].view_as(g))

@@ -7,11 +7,11 @@ kind, A_d(k) = I_{d/2}(k) / I_{d/2-1}(k) the mean resultant length, and the vMF 
 
 Everything here is exact to float64 round-off (no fitted or "up to a constant" approximations). Internally all
 Bessel arithmetic runs in float64 and results are cast back to the input dtype: float32 inputs therefore get
-float32-rounded exact values (the cleanest way to meet the float32 target; it costs a float64 pass, which is
-negligible next to a network forward). Only ``torch`` and ``math`` are used at run time.
+float32-rounded exact values (the cleanest way to meet the float32 target). Only ``torch``, ``math``,
+``functools`` and ``fractions`` are used at run time.
 
 log I_v(x) is evaluated in one of three regions (chosen elementwise, accuracy measured against mpmath in
-``tests/test_vmf.py`` and ``bench/vmf.py``):
+``tests/utilities/test_vmf.py`` and ``bench/vmf.py``):
 
 * v >= 12: the uniform (Debye) asymptotic expansion, DLMF 10.41.3 / Abramowitz-Stegun 9.7.7,
   I_v(v z) ~ e^{v eta} / (sqrt(2 pi v) (1 + z^2)^{1/4}) sum_k u_k(t) / v^k, t = 1/sqrt(1 + z^2),
@@ -25,11 +25,20 @@ log I_v(x) is evaluated in one of three regions (chosen elementwise, accuracy me
 Every region is written as log I_v(x) - v log x so that x = 0 and the normaliser's v log k term cancel exactly.
 The ratio I_{v+1}/I_v (hence A_d) is evaluated with region-matched, cancellation-free differences (its log is
 O(v/x) or O(log x) in size, never the difference of two O(x) numbers), so 1 - A_d keeps its relative accuracy
-at k >> d.
+at k >> d. ``log_iv`` (any orders, per element) uses these general kernels.
+
+Fast paths (the dimension is fixed for a run): ``log_vmf_norm``, ``log_vmf_norm_sq`` and ``vmf_mean_resultant``
+collapse the same series, for their one order v, into one polynomial each, built once per (d, result precision)
+in exact rational arithmetic, truncated only below the result's round-off and cached (``_DimKernel``): a call is
+one sqrt, at most two logs and a Horner pass per element, about 1e7 to 1e8 evaluations per second on one CPU
+thread (``bench/vmf.py`` table d), equal to the general path to float64 round-off (tests/utilities/
+test_vmf_kernels.py). ``log_vmf_mgf`` evaluates log C_d(k_c) - log C_d(||k_c mu_c + t||) for many t per class
+by exact per-class interpolation (vMF softmax's S*B*C posterior normalisers).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -37,7 +46,7 @@ import torch
 
 from utilities.errors import UserError
 
-__all__ = ["log_iv", "log_vmf_norm", "vmf_mean_resultant", "sample_vmf", "log_ppk_vmf"]
+__all__ = ["log_iv", "log_vmf_norm", "log_vmf_norm_sq", "log_vmf_mgf", "vmf_mean_resultant", "sample_vmf", "log_ppk_vmf"]
 
 _DEBYE_MIN_ORDER = 12.0  # Debye expansion for v >= this
 _SERIES_MAX_X = 24.0  # power series for x <= this (v below the Debye threshold), Hankel beyond
@@ -47,8 +56,8 @@ _N_DEBYE = 18  # Debye terms: error below 3e-15 relative for v >= 12
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _debye_polynomials(n: int) -> list[list[float]]:
-    """Coefficients (lowest power first) of u_0..u_{n-1}, DLMF 10.41.9:
+def _exact_debye_polynomials(n: int) -> list[list[Fraction]]:
+    """Exact coefficients (lowest power first) of u_0..u_{n-1}, DLMF 10.41.9:
     u_{k+1}(t) = t^2 (1 - t^2) u_k'(t) / 2 + (1/8) int_0^t (1 - 5 s^2) u_k(s) ds, u_0 = 1."""
     polys = [[Fraction(1)]]
     for _ in range(n - 1):
@@ -61,10 +70,11 @@ def _debye_polynomials(n: int) -> list[list[float]]:
             nxt[j + 1] += c / (8 * (j + 1))  # (1/8) int_0^t c s^j ds
             nxt[j + 3] -= 5 * c / (8 * (j + 3))  # -(5/8) int_0^t c s^{j+2} ds
         polys.append(nxt)
-    return [[float(c) for c in p] for p in polys]
+    return polys
 
 
-_DEBYE_U = _debye_polynomials(_N_DEBYE)
+_DEBYE_U_EXACT = _exact_debye_polynomials(_N_DEBYE)
+_DEBYE_U = [[float(c) for c in p] for p in _DEBYE_U_EXACT]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -174,6 +184,275 @@ def _out_dtype(*ts) -> torch.dtype:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# per-dimension kernels: the fast path of log_vmf_norm(_sq) / vmf_mean_resultant (the dimension is fixed for a run)
+# ----------------------------------------------------------------------------------------------------------------
+# For a fixed d the order v = d/2 - 1 is a constant, so each series above collapses into ONE polynomial per order,
+# built once in exact rational arithmetic and cached per (d, result dtype) (its coefficients are Python floats, so
+# one kernel serves every device). A call then costs a fixed handful of whole-tensor float64 operations (one sqrt,
+# at most two logs, one Horner pass) with no Python loop over series terms and, for d >= 26, no region masks.
+#
+# Truncation: terms are dropped only while everything dropped stays below _TRUNCATION[result dtype] relative to the
+# result: 2^-57 (1/8 of a float64 ulp) for float64 results, 2^-40 (about 1e-12, 1/16000 of a float32 ulp) for float32
+# results, which therefore stay the float32 rounding of the exact value. The bounds are rigorous: each polynomial is
+# bounded through its exact Chebyshev coefficients on t in [0, 1] (|T_j| <= 1).
+_TRUNCATION = {torch.float64: 2.0**-57, torch.float32: 2.0**-40}
+_HANKEL_MARGIN = 64.0  # 1 + H_v(x) is ~1/16 at x = 24, v = 11.5: its tail gets this much extra room
+_CHUNK = 32768  # larger inputs are evaluated in chunks of this many elements (see _evaluate)
+_SMALL_CALL = 8192  # up to this many elements, a kernel's polynomials share one Horner pass (_DimKernel._polys)
+
+
+def _poly_t_to_y(coeffs: list[Fraction]) -> list[Fraction]:
+    """Coefficients (lowest first) in y = 2t - 1 of the polynomial with coefficients ``coeffs`` in t."""
+    out = [Fraction(0)] * len(coeffs)
+    for j, c in enumerate(coeffs):
+        if c:
+            scale = c / 2**j  # c t^j = c ((1 + y) / 2)^j
+            for i in range(j + 1):
+                out[i] += scale * math.comb(j, i)
+    return out
+
+
+def _monomial_to_chebyshev(m: list[Fraction]) -> list[Fraction]:
+    """Chebyshev coefficients a_i (sum a_i T_i(y)) of sum m_j y^j: y^j = 2^{1-j} sum_i C(j, (j-i)/2) T_i, T_0 halved."""
+    a = [Fraction(0)] * len(m)
+    for j, c in enumerate(m):
+        if not c:
+            continue
+        if j == 0:
+            a[0] += c
+            continue
+        for i in range(j % 2, j + 1, 2):
+            w = Fraction(math.comb(j, (j - i) // 2), 2 ** (j - 1))
+            a[i] += c * (w / 2 if i == 0 else w)
+    return a
+
+
+def _chebyshev_to_monomial(a: list[Fraction]) -> list[Fraction]:
+    """Monomial coefficients (lowest first) of sum a_i T_i(y) (T_{i+1} = 2 y T_i - T_{i-1}, integer coefficients)."""
+    ts = [[1], [0, 1]]
+    while len(ts) < len(a):
+        nxt = [0] + [2 * c for c in ts[-1]]
+        for j, c in enumerate(ts[-2]):
+            nxt[j] -= c
+        ts.append(nxt)
+    out = [Fraction(0)] * len(a)
+    for i, c in enumerate(a):
+        for j, tc in enumerate(ts[i]):
+            out[j] += c * tc
+    return out
+
+
+def _poly_derivative(coeffs: list[Fraction]) -> list[Fraction]:
+    return [j * c for j, c in enumerate(coeffs)][1:] or [Fraction(0)]
+
+
+def _chebyshev_bound(coeffs_t: list[Fraction]) -> float:
+    """max |p(t)| on [0, 1] <= sum |a_j| over the Chebyshev coefficients of p in y = 2t - 1 (exact)."""
+    return float(sum(abs(c) for c in _monomial_to_chebyshev(_poly_t_to_y(coeffs_t))))
+
+
+@functools.cache
+def _debye_term_bounds() -> tuple[tuple[float, float], ...]:
+    """(max |u_k|, max |u_k'|) on t in [0, 1] (rigorous bounds, ``_chebyshev_bound``)."""
+    return tuple((_chebyshev_bound(u), _chebyshev_bound(_poly_derivative(u))) for u in _DEBYE_U_EXACT)
+
+
+def _economised(coeffs_t: list[Fraction], tol: float) -> list[float]:
+    """The polynomial in y = 2t - 1 (float coefficients, highest power first) left when the top Chebyshev
+    coefficients of ``coeffs_t`` (exact, in t) are dropped while their absolute values sum to below ``tol``."""
+    a = _monomial_to_chebyshev(_poly_t_to_y(coeffs_t))
+    tail = 0.0
+    while len(a) > 1 and tail + abs(float(a[-1])) < tol:
+        tail += abs(float(a.pop()))
+    return [float(c) for c in reversed(_chebyshev_to_monomial(a))]
+
+
+def _debye_polynomials(v: Fraction, tol: float) -> tuple[list[float], list[float]]:
+    """P_v(t) = sum_k u_k(t) / v^k and its derivative P_v'(t), each as ONE polynomial in y = 2t - 1 (float
+    coefficients, highest power first), such that log C_d is exact to tol absolute and A_d to tol relative.
+
+    An error e in P moves log C_d by e (P ~ 1); an error e in P' moves A_d by at most 2e/v relative (``_DimKernel``).
+    Kept: the fewest Debye terms (at most _N_DEBYE, as the general path) whose dropped tail is below tol/2 on both
+    counts, then each exact rational sum is economised (its Chebyshev series cut) within the other tol/2.
+    """
+    bounds = _debye_term_bounds()
+    vf = float(v)
+
+    def tail(n):
+        return sum(max(b, 2 * db / vf) / vf**k for k, (b, db) in enumerate(bounds) if k >= n)
+
+    n_terms = _N_DEBYE
+    while n_terms > 1 and tail(n_terms - 1) < tol / 2:
+        n_terms -= 1
+    total = [Fraction(0)] * (3 * (n_terms - 1) + 1)
+    for k in range(n_terms):
+        inv = 1 / v**k
+        for j, c in enumerate(_DEBYE_U_EXACT[k]):
+            total[j] += c * inv
+    return _economised(total, tol / 2), _economised(_poly_derivative(total), tol * vf / 4)
+
+
+def _series_polynomial(v: Fraction, tol: float) -> list[float]:
+    """S_v(q) = sum_k q^k / (k! (v+1)_k), q = x^2/4 <= 144 (x <= 24), highest power first, tail < tol S_v."""
+    coeffs, c = [], Fraction(1)
+    for k in range(_N_SERIES):
+        if k:
+            c = c / (k * (v + k))
+        coeffs.append(c)
+    terms = [float(c) * 144.0**k for k, c in enumerate(coeffs)]  # the tail share of S_v(q) grows with q
+    total, keep = sum(terms), len(coeffs)
+    while keep > 1 and sum(terms[keep - 1 :]) < tol * total / 4:
+        keep -= 1
+    return [float(c) for c in reversed(coeffs[:keep])]
+
+
+def _hankel_polynomial(v: Fraction, tol: float) -> list[float]:
+    """H_v(x) - 1 = sum_{k>=1} (-1)^k a_k(v) w^k, w = 1/x < 1/24, as coefficients of w^K..w^1, w^0 (= 0)."""
+    coeffs, c = [Fraction(0)], Fraction(1)
+    mu = 4 * v * v
+    for k in range(1, _N_HANKEL):
+        c = -c * (mu - (2 * k - 1) ** 2) / (8 * k)
+        coeffs.append(c)
+    keep = len(coeffs)
+    while keep > 2 and all(abs(float(c)) / 24.0**k < tol / (_HANKEL_MARGIN * _N_HANKEL)
+                           for k, c in enumerate(coeffs[keep - 1 :], keep - 1)):  # fmt: skip
+        keep -= 1
+    return [float(c) for c in reversed(coeffs[:keep])]
+
+
+def _horner(coeffs: list[float], y: torch.Tensor) -> torch.Tensor:
+    """sum_j c_j y^j with coefficients highest power first (len >= 1), in place on one fresh tensor."""
+    if len(coeffs) == 1:
+        return torch.full_like(y, coeffs[0])
+    p = torch.mul(y, coeffs[0]).add_(coeffs[1])
+    for c in coeffs[2:]:
+        p.mul_(y).add_(c)
+    return p
+
+
+class _DimKernel:
+    """Exact log C_d(k) and G_d(k) = A_d(k) / k for ONE dimension d (float64 tensors, no autograd); see ``_kernel``.
+
+    Every formula needs k only through k^2 except the Hankel region's (d < 26, k > 24), so the kernel takes k^2
+    (and k when the caller has it) and returns A_d / k: A_d = k G_d, and d log C_d / d(k^2) = -G_d / 2.
+
+    d >= 26 (v >= 12), the Debye region for every k: with s = sqrt(v^2 + k^2), t = v/s, y = 2t - 1,
+
+        log C_d(k) = -((d-1)/2) log(2 pi) - s + v log(v + s) - (1/2) log(P(t)^2 / s)
+        G_d(k)     = 1/(v + s) - (1 + 2 t P'(t)/P(t)) / (2 s^2)
+
+    with P = P_v the collapsed Debye polynomial. A_d = k G_d is the exact derivative d/dk [log I_v(k) - v log k] of
+    the same expansion (the uniform expansion of I_v'/I_v, DLMF 10.41.4), written without cancellation: the leading
+    k/(v + s) is exact, the correction is at most 1/v of it, and 1 - A_d = (v + v^2/(s + k))/(v + s) + ... keeps its
+    relative accuracy at k >> d. An error e in P' moves A_d by at most 2e/v relative (the truncation accounts for it).
+
+    d < 26: power series S_v(k^2/4) for k <= 24 (log C_d = const - log S_v, G_d = S_{v+1}/(2(v+1) S_v), all terms
+    positive) and the Hankel expansion beyond (log C_d = const - k + (v + 1/2) log k - log(1 + H_v - 1),
+    G_d = (1 + H_{v+1} - 1)/((1 + H_v - 1) k)), each one polynomial; a mask only where a call spans both regions.
+    """
+
+    def __init__(self, dim: int, tol: float):
+        self.dim, self.tol = dim, tol
+        v = Fraction(dim - 2, 2)
+        self.v = float(v)
+        self.debye = self.v >= _DEBYE_MIN_ORDER
+        self._stacked: dict = {}
+        if self.debye:
+            self.p, self.dp = _debye_polynomials(v, tol)
+            self.c_debye = -(dim - 1) / 2 * _LOG_2PI
+        else:
+            self.s0, self.s1 = _series_polynomial(v, tol), _series_polynomial(v + 1, tol)
+            self.h0, self.h1 = _hankel_polynomial(v, tol), _hankel_polynomial(v + 1, tol)
+            self.c_series = -dim / 2 * _LOG_2PI + self.v * math.log(2.0) + math.lgamma(self.v + 1.0)
+            self.c_hankel = -(dim - 1) / 2 * _LOG_2PI
+
+    def _polys(self, names: tuple[str, ...], y: torch.Tensor) -> list[torch.Tensor]:
+        """The kernel's polynomials ``names`` at y: Horner on each for large tensors; for small ones (where the
+        per-operation cost dominates) one Horner pass over all of them at once, the coefficients stacked per degree
+        ([width, k, 1], cached per device) and y broadcast along the k rows: one fused multiply-add per degree."""
+        if y.numel() > _SMALL_CALL or len(names) == 1:
+            return [_horner(getattr(self, name), y) for name in names]
+        key = (names, y.device)
+        table = self._stacked.get(key)
+        if table is None:
+            width = max(len(getattr(self, name)) for name in names)
+            cols = [[0.0] * (width - len(getattr(self, n))) + getattr(self, n) for n in names]  # highest power first
+            table = torch.tensor(cols, dtype=torch.float64, device=y.device).T.contiguous().unsqueeze(-1)
+            self._stacked[key] = table
+        row = y.reshape(1, -1)
+        p = torch.addcmul(table[1], row, table[0])
+        for coeffs in table[2:]:
+            p = torch.addcmul(coeffs, p, row)
+        return [p[i].reshape(y.shape) for i in range(len(names))]
+
+    def __call__(self, x2: torch.Tensor, x: torch.Tensor | None, want_log: bool, want_g: bool):
+        """(log C_d or None, G_d = A_d / k or None) at k^2 = x2 >= 0 (k = x if given, else sqrt(x2) where needed)."""
+        if self.debye:
+            return self._debye(x2, want_log, want_g)
+        series = x2 <= _SERIES_MAX_X**2
+        if bool(series.all()):
+            return self._series(x2, want_log, want_g)
+        if not bool(series.any()):
+            return self._hankel(x2.sqrt() if x is None else x, want_log, want_g)
+        out_log = torch.empty_like(x2) if want_log else None
+        out_g = torch.empty_like(x2) if want_g else None
+        hankel = ~series
+        parts = ((series, self._series(x2[series], want_log, want_g)),
+                 (hankel, self._hankel(x2[hankel].sqrt() if x is None else x[hankel], want_log, want_g)))  # fmt: skip
+        for mask, (lg, g) in parts:
+            if want_log:
+                out_log[mask] = lg
+            if want_g:
+                out_g[mask] = g
+        return out_log, out_g
+
+    def _debye(self, x2, want_log, want_g):
+        v = self.v
+        s = torch.add(x2, v * v).sqrt_()
+        y = torch.reciprocal(s).mul_(2.0 * v).sub_(1.0)  # y = 2t - 1, t = v / s
+        p, dp = self._polys(("p", "dp"), y) if want_g else (self._polys(("p",), y)[0], None)
+        out_log = out_g = None
+        vs = torch.add(s, v)
+        if want_g:
+            # t P'(t) / P = (y + 1) P' / (2P);  1/s^2 = (y + 1)^2 / (4 v^2)
+            corr = dp.div_(p)
+            y.add_(1.0)
+            corr.mul_(y).add_(1.0).mul_(y).mul_(y).mul_(0.125 / (v * v))
+            out_g = torch.reciprocal(vs).sub_(corr)
+        if want_log:
+            out_log = vs.log_().mul_(v).sub_(s).add_(self.c_debye)
+            out_log.sub_(p.mul_(p).div_(s).log_().mul_(0.5))  # + (1/2) log(s / P^2)
+        return out_log, out_g
+
+    def _series(self, x2, want_log, want_g):
+        q = torch.mul(x2, 0.25)
+        s0, s1 = self._polys(("s0", "s1"), q) if want_g else (self._polys(("s0",), q)[0], None)
+        out_log = torch.log(s0).neg_().add_(self.c_series) if want_log else None
+        out_g = s1.div_(s0).mul_(0.5 / (self.v + 1.0)) if want_g else None
+        return out_log, out_g
+
+    def _hankel(self, x, want_log, want_g):
+        w = torch.reciprocal(x)
+        h0, h1 = self._polys(("h0", "h1"), w) if want_g else (self._polys(("h0",), w)[0], None)  # H_v - 1, H_{v+1} - 1
+        out_log = out_g = None
+        if want_log:
+            out_log = torch.log(x).mul_(self.v + 0.5).sub_(x).sub_(torch.log1p(h0)).add_(self.c_hankel)
+        if want_g:
+            out_g = h1.add_(1.0).div_(h0.add_(1.0)).mul_(w)
+        return out_log, out_g
+
+
+@functools.cache
+def _dim_kernel(dim: int, dtype: torch.dtype) -> _DimKernel:
+    return _DimKernel(dim, _TRUNCATION[dtype])
+
+
+def _kernel(dim: int, dtype: torch.dtype) -> _DimKernel:
+    """The cached kernel of dimension ``dim`` for results of ``dtype`` (float64, or float32 for every other dtype)."""
+    return _dim_kernel(dim, torch.float64 if dtype == torch.float64 else torch.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # autograd functions
 # ----------------------------------------------------------------------------------------------------------------
 class _LogIv(torch.autograd.Function):
@@ -216,46 +495,99 @@ def log_iv(v, x: torch.Tensor) -> torch.Tensor:
     return _LogIv.apply(v, x)
 
 
+def _evaluate(dim: int, kappa: torch.Tensor, squared: bool, want_log: bool, want_a: bool):
+    """(log C_d or None, A_d or -G_d/2 or None) at kappa (k, or k^2 if ``squared``), in kappa's result dtype.
+
+    Large inputs run in chunks of _CHUNK elements, so that the float64 temporaries of each chunk stay in cache and
+    are recycled by the allocator (one pass over a 1e6-element float64 temporary otherwise streams 8 MB through
+    memory and pages it in afresh); results are written into outputs of the final dtype.
+    ``want_a``: A_d(k) = k G_d(k) for k (``squared`` False); -G_d(k)/2 = d log C_d / d(k^2) for k^2 (True).
+    """
+    out_dtype = _at_least_float32(kappa.dtype)
+    kern = _kernel(dim, kappa.dtype)
+    flat = kappa.detach().reshape(-1)
+
+    def part(x):
+        x = x.to(torch.float64)
+        lg, g = kern(x, None, want_log, want_a) if squared else kern(x * x, x, want_log, want_a)
+        if g is not None:
+            g = g.mul_(-0.5) if squared else g.mul_(x)
+        return lg, g
+
+    n = flat.numel()
+    if n <= _CHUNK:
+        lg, g = part(flat)
+        outs = [None if t is None else t.to(out_dtype) for t in (lg, g)]
+    else:
+        outs = [torch.empty(n, dtype=out_dtype, device=flat.device) if w else None for w in (want_log, want_a)]
+        for start in range(0, n, _CHUNK):
+            for out, t in zip(outs, part(flat[start : start + _CHUNK])):
+                if out is not None:
+                    out[start : start + _CHUNK] = t
+    return tuple(None if t is None else t.reshape(kappa.shape) for t in outs)
+
+
 class _MeanResultant(torch.autograd.Function):
-    """A_d(k) = exp(log I_{v+1}(k) - log I_v(k)); dA/dk = 1 - A^2 - (d - 1) A / k, 1/d at k = 0."""
+    """A_d(k) = I_{d/2}(k) / I_{d/2-1}(k); dA/dk = 1 - A^2 - (d - 1) A / k, 1/d at k = 0.
+
+    ``known``: A_d(kappa) already computed (by log C_d's fused forward); it is returned as is, with this backward.
+    """
 
     @staticmethod
-    def forward(ctx, kappa, dim):
-        k64 = _f64(kappa)
-        v = torch.full_like(k64, dim / 2.0 - 1.0)
-        a64 = torch.exp(_log_ratio64(v, k64))
-        a = a64.to(_at_least_float32(kappa.dtype))
+    def forward(ctx, kappa, dim, known=None):
+        if known is None:
+            known = _evaluate(dim, kappa, squared=False, want_log=False, want_a=True)[1]
         ctx.dim = dim
-        ctx.save_for_backward(kappa, a)
-        return a
+        ctx.save_for_backward(kappa, known)
+        return known
 
     @staticmethod
     def backward(ctx, grad):
         kappa, a = ctx.saved_tensors
         d = ctx.dim
-        k_safe = torch.where(kappa > 0, kappa, torch.ones_like(kappa))
+        positive = kappa > 0
+        k_safe = torch.where(positive, kappa, 1.0)  # (no 0/0 at k = 0, also not in a double backward)
         # (1 - A)(1 + A) keeps 1 - A^2 accurate at large k, where A -> 1
-        deriv = (1.0 - a) * (1.0 + a) - (d - 1.0) * a / k_safe
-        deriv = torch.where(kappa > 0, deriv, torch.full_like(deriv, 1.0 / d))
-        return grad * deriv, None
+        deriv = torch.where(positive, (1.0 - a) * (1.0 + a) - (d - 1.0) * a / k_safe, 1.0 / d)
+        return grad * deriv, None, None
 
 
 class _LogVmfNorm(torch.autograd.Function):
-    """log C_d(k); backward uses d/dk log C_d(k) = -A_d(k) (twice differentiable through A's own backward)."""
+    """log C_d(k); backward uses d/dk log C_d(k) = -A_d(k) (twice differentiable through A's own backward).
+
+    With ``want_grad`` the forward also computes A_d from the same intermediate values (fused: s, t and the Debye
+    polynomial are shared) and keeps it for the backward.
+    """
 
     @staticmethod
-    def forward(ctx, kappa, dim):
-        k64 = _f64(kappa)
-        v = torch.full_like(k64, dim / 2.0 - 1.0)
-        out = -(dim / 2.0) * _LOG_2PI - _scaled_log_iv64(v, k64)
+    def forward(ctx, kappa, dim, want_grad):
+        out, a = _evaluate(dim, kappa, squared=False, want_log=True, want_a=want_grad)
         ctx.dim = dim
-        ctx.save_for_backward(kappa)
-        return out.to(_at_least_float32(kappa.dtype))
+        ctx.save_for_backward(kappa, a)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        (kappa,) = ctx.saved_tensors
-        return -grad * _MeanResultant.apply(kappa, ctx.dim), None
+        kappa, a = ctx.saved_tensors
+        if a is None or torch.is_grad_enabled():  # no fused A, or a double backward: A as a differentiable node
+            a = _MeanResultant.apply(kappa, ctx.dim, a)
+        return -grad * a, None, None
+
+
+class _LogVmfNormSq(torch.autograd.Function):
+    """log C_d(sqrt(q)) from q = k^2; d/dq = -A_d(k) / (2k) = -G_d / 2 (finite at q = 0: -1/(2d)), fused forward."""
+
+    @staticmethod
+    def forward(ctx, kappa_sq, dim, want_grad):
+        out, half_g = _evaluate(dim, kappa_sq, squared=True, want_log=True, want_a=want_grad)
+        ctx.save_for_backward(half_g)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (half_g,) = ctx.saved_tensors
+        return grad * half_g, None, None
 
 
 def _check_dim(dim) -> int:
@@ -281,9 +613,22 @@ def log_vmf_norm(kappa: torch.Tensor, dim: int) -> torch.Tensor:
     identity d/dk log C_d(k) = -A_d(k) (custom function, not a derivative through a series). float16 / bfloat16
     kappa gives a float32 result (normalisers stay float32 under autocast). Compare: the vMF loss
     paper's code (Scott et al. 2021) uses a closed form correct only up to an additive constant; the EL-nivMF code
-    (Kirchhof et al. 2022) a quadratic fit for d = 128 / 512 only; ``bench/vmf.py`` prints both errors.
+    (Kirchhof et al. 2022) a quadratic fit for d = 128 / 512 only; ``bench/vmf.py`` prints both errors, and the
+    evaluations per second of all three (this one runs on d's cached polynomial kernel, ``_DimKernel``; when kappa
+    requires grad the forward also computes A_d from the same intermediates and keeps it for the backward).
     """
-    return _LogVmfNorm.apply(_as_float_tensor(kappa), _check_dim(dim))
+    kappa = _as_float_tensor(kappa)
+    return _LogVmfNorm.apply(kappa, _check_dim(dim), kappa.requires_grad and torch.is_grad_enabled())
+
+
+def log_vmf_norm_sq(kappa_sq: torch.Tensor, dim: int) -> torch.Tensor:
+    """log C_d(k) from the SQUARED concentration kappa_sq = k^2 >= 0: the same exact values as
+    ``log_vmf_norm(sqrt(kappa_sq), dim)`` without the square root, for callers that hold squared norms (e.g. the
+    posterior norms ||w_c + beta z||^2 of vMF softmax). Gradient d/d(k^2) log C_d = -A_d(k) / (2k), finite at
+    k = 0 (-1/(2d)); differentiable once.
+    """
+    kappa_sq = _as_float_tensor(kappa_sq)
+    return _LogVmfNormSq.apply(kappa_sq, _check_dim(dim), kappa_sq.requires_grad and torch.is_grad_enabled())
 
 
 def vmf_mean_resultant(kappa: torch.Tensor, dim: int) -> torch.Tensor:
@@ -295,6 +640,181 @@ def vmf_mean_resultant(kappa: torch.Tensor, dim: int) -> torch.Tensor:
     dA/dk = 1 - A^2 - (d - 1) A / k = Var[mu^T x] (Sra 2012), equal to 1/d at k = 0.
     """
     return _MeanResultant.apply(_as_float_tensor(kappa), _check_dim(dim))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# log moment generating function: log C_d(k_c) - log C_d(sqrt(k_c^2 + delta)) for many delta per class
+# ----------------------------------------------------------------------------------------------------------------
+_MGF_DEGREES = (8, 16)  # Chebyshev degrees tried per call (interpolation at 9, then 17 points); else exact evaluation
+_MGF_STABLE = 16.0  # monomial coefficients may sum to at most this times the Chebyshev ones (else: exact evaluation)
+# float64: the node values carry a few ulp of |log C_d| (as every exact evaluation), so the coefficients' noise floor
+# is ~2^-51 |log C_d|; converged means below 2^-49 (8 ulp), the accuracy of the direct difference of two log C_d
+_MGF_NOISE = 2.0**-49
+
+
+@functools.cache
+def _chebyshev_tables(n: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """float64 on ``device``: the Chebyshev points x_j = cos(pi j / n) (j = 0..n), the matrix [n+1, n+1] taking
+    values at them to Chebyshev coefficients (a_k = (2/n) sum''_j f_j cos(pi j k / n), a_0 and a_n halved), the
+    integer matrix [n+1, n+1] whose row k holds T_k's monomial coefficients (lowest power first), and [2, n+1]
+    ((1 - x_j)/2, (1 + x_j)/2), which maps an interval's ends to its Chebyshev points."""
+    x = [math.cos(math.pi * j / n) for j in range(n + 1)]
+    vals_to_cheb = []
+    for k in range(n + 1):
+        row = [(2.0 / n) * math.cos(math.pi * j * k / n) * (0.5 if j in (0, n) else 1.0) for j in range(n + 1)]
+        vals_to_cheb.append([c * (0.5 if k in (0, n) else 1.0) for c in row])
+    ts = [[1], [0, 1]]
+    while len(ts) < n + 1:
+        nxt = [0] + [2 * c for c in ts[-1]]
+        for j, c in enumerate(ts[-2]):
+            nxt[j] -= c
+        ts.append(nxt)
+    cheb_to_mono = [[float(t[j]) if j < len(t) else 0.0 for j in range(n + 1)] for t in ts[: n + 1]]
+    ends = [[(1.0 - xj) / 2 for xj in x], [(1.0 + xj) / 2 for xj in x]]
+    return tuple(torch.tensor(m, dtype=torch.float64, device=device) for m in (x, vals_to_cheb, cheb_to_mono, ends))
+
+
+@functools.cache
+def _interpolation_matrices(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For n+1 Chebyshev points: values -> Chebyshev coefficients ([n+1, n+1], applied on the right), Chebyshev ->
+    monomial coefficients in u (highest power first, [n+1, n+1], rows of T_k, applied on the right to the first m
+    coefficients as [:m, -m:]), and the growth (1 + sqrt 2)^k bounding sum_j |monomial coefficients of T_k|."""
+    _, v2c, c2m, _ = _chebyshev_tables(n, device)
+    growth = torch.tensor([(1.0 + math.sqrt(2.0)) ** k for k in range(n + 1)], dtype=torch.float64, device=device)
+    return v2c.T.contiguous(), c2m.flip(1).contiguous(), growth
+
+
+def _class_polynomials(values: torch.Tensor, tol: torch.Tensor) -> torch.Tensor | None:
+    """Per-class interpolants from values [R, n+1] at the Chebyshev points (R rows: one function per row):
+    monomial coefficients in u in [-1, 1], [m+1, R] highest power first (each row contiguous), trimmed to the last
+    coefficient some row needs; None if some row has not converged (its last two Chebyshev coefficients sum to more
+    than tol [R]) or Horner on the monomial form could lose more than a factor _MGF_STABLE of the Chebyshev sum's
+    accuracy (then the caller evaluates exactly)."""
+    n = values.shape[1] - 1
+    to_cheb, to_mono, growth = _interpolation_matrices(n, values.device)
+    a = values @ to_cheb  # Chebyshev coefficients [R, n+1]
+    mag = a.abs()
+    rel = mag / tol[:, None]
+    # per column: the largest |a_k| / tol; and per row the bound sum_k |a_k| (1 + sqrt 2)^k of the monomial form's
+    # coefficient sum against _MGF_STABLE sum_k |a_k| (the bound uses all n+1 terms: conservative)
+    stats = torch.cat([rel.amax(0), ((mag @ growth) / (mag.sum(1) * _MGF_STABLE + tol)).amax(0, True)]).tolist()
+    col_max, unstable = stats[:-1], stats[-1] > 1.0
+    # converged: the last two coefficients below tol; then drop the trailing ones below tol / 4 in every row (beyond
+    # the geometric decay they are the nodes' rounding noise, so dropping them makes the interpolant more accurate)
+    if col_max[-1] + col_max[-2] > 1.0 or unstable:
+        return None
+    keep = next((k + 1 for k in range(n, -1, -1) if col_max[k] >= 0.25), 1)
+    # two steps (values -> Chebyshev -> monomial): the second one only mixes the decaying kept coefficients
+    return (a[:, :keep] @ to_mono[:keep, n + 1 - keep :]).T.contiguous()
+
+
+def _horner_rows(coeffs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """sum_j coeffs[j, c] u[..., c]^{m-j}: coefficients [m+1, C] (highest power first, each row contiguous, so the
+    per-class coefficients broadcast along u's rows), one fused multiply-add per degree."""
+    if coeffs.shape[0] == 1:
+        return coeffs[0].expand_as(u).clone()
+    p = torch.addcmul(coeffs[1], u, coeffs[0])
+    for row in coeffs[2:]:
+        p = torch.addcmul(row, p, u)
+    return p
+
+
+class _LogVmfMgf(torch.autograd.Function):
+    """F_c(delta) = log C_d(sqrt(q_c)) - log C_d(sqrt(q_c + delta)); dF/dq_c = H_c(delta) = (G_d(q_c + delta) -
+    G_d(q_c))/2 and dF/d delta = G_d(q_c + delta)/2 = H_c + G_d(q_c)/2 (G_d = A_d/k, ``_DimKernel``); F and H are
+    interpolated per class (see ``log_vmf_mgf``)."""
+
+    @staticmethod
+    def forward(ctx, kappa_sq, delta, dim, extra):
+        out_dtype = _at_least_float32(torch.result_type(kappa_sq, delta))
+        kern = _kernel(dim, out_dtype)
+        n_c = kappa_sq.shape[-1]
+        q = _f64(kappa_sq).reshape(n_c)
+        k_extra = None if extra is None else _f64(extra).reshape(-1)  # A_d wanted there too (same kernel call)
+        tail = [] if k_extra is None else [k_extra * k_extra]
+        d2 = delta.detach().reshape(-1, n_c)  # [M, C], input dtype (min / max are exact in it)
+        lohi = torch.stack(torch.aminmax(d2, dim=0)).double()  # [2, C]: the interval of delta per class
+        mid, half = lohi.mean(0), (lohi[1] - lohi[0]).mul_(0.5)
+        rel = max(kern.tol, _MGF_NOISE)
+        for degree in _MGF_DEGREES:  # the lowest that converges (few nodes: one small kernel call)
+            ends = _chebyshev_tables(degree, q.device)[3]  # node j = lo (1 - x_j)/2 + hi (1 + x_j)/2
+            pts = torch.addmm(q[:, None], lohi.T, ends).clamp_min_(0.0)  # q_c + nodes, [C, n+1]
+            f, g = kern(torch.cat([q, pts.reshape(-1), *tail]), None, want_log=True, want_g=True)
+            if tail:
+                a_extra, f, g = g[-k_extra.numel() :] * k_extra, f[: -k_extra.numel()], g[: -k_extra.numel()]
+            f0, half_g0 = f[:n_c], g[:n_c] * 0.5
+            # F = f(q) - f(q + delta) and H = (G(q + delta) - G(q)) / 2, differences taken here in float64 (so dF/dq,
+            # the row sum of grad * H, does not cancel), each with the precision of its exact evaluation as scale
+            vals = torch.cat([f0[:, None] - f[n_c:].reshape(n_c, -1), g[n_c:].reshape(n_c, -1) * 0.5 - half_g0[:, None]])
+            poly = _class_polynomials(vals, torch.cat([f0.abs().clamp_min(1.0), half_g0]).mul_(rel))
+            if poly is not None:
+                break
+        if poly is not None:  # every class converged: evaluate the interpolants, in the result's precision
+            inv_half = half.clamp_min(1e-300).reciprocal_()  # half = 0: every delta of the class equals mid, u = 0
+            u = torch.addcmul((-mid * inv_half).to(out_dtype), d2.to(out_dtype), inv_half.to(out_dtype))  # [-1, 1]
+            poly = poly.to(out_dtype)
+            out = _horner_rows(poly[:, :n_c], u)
+            saved = (u, poly[:, n_c:])
+        else:  # exact evaluation at every element (as ``log_vmf_norm_sq``)
+            fe, ge = kern(torch.add(d2, q).clamp_min_(0.0), None, want_log=True, want_g=True)
+            out = fe.neg_().add_(f0)
+            saved = (ge.mul_(0.5).sub_(half_g0).to(out_dtype), None)
+        ctx.shapes = (kappa_sq.shape, delta.shape, kappa_sq.dtype, delta.dtype)
+        ctx.dim = dim
+        out = out.reshape(delta.shape).to(out_dtype)
+        if extra is None:
+            ctx.save_for_backward(half_g0.to(out_dtype), *saved, None, None)
+            return out
+        a_extra = a_extra.reshape(extra.shape).to(_at_least_float32(extra.dtype))
+        ctx.save_for_backward(half_g0.to(out_dtype), *saved, extra, a_extra)
+        return out, a_extra
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad, grad_extra=None):
+        half_g0, u_or_h, h_poly, extra, a_extra = ctx.saved_tensors
+        q_shape, d_shape, q_dtype, d_dtype = ctx.shapes
+        h = _horner_rows(h_poly, u_or_h) if h_poly is not None else u_or_h  # (G(q_c + delta) - G(q_c)) / 2, [M, C]
+        grad = grad.reshape(h.shape)
+        h.mul_(grad)
+        grad_q = h.sum(0)  # dF/dq_c = H
+        grad_delta = torch.addcmul(h, grad, half_g0)  # dF/d delta = G(q_c + delta) / 2 = H + G(q_c) / 2
+        grad_k = None
+        if grad_extra is not None and extra is not None:  # dA/dk = 1 - A^2 - (d - 1) A / k (1/d at k = 0)
+            positive = extra > 0
+            k_safe = torch.where(positive, extra, 1.0)
+            deriv = torch.where(positive, (1.0 - a_extra) * (1.0 + a_extra) - (ctx.dim - 1.0) * a_extra / k_safe,
+                                1.0 / ctx.dim)  # fmt: skip
+            grad_k = grad_extra * deriv
+        return grad_q.reshape(q_shape).to(q_dtype), grad_delta.reshape(d_shape).to(d_dtype), None, grad_k
+
+
+def log_vmf_mgf(kappa_sq: torch.Tensor, delta: torch.Tensor, dim: int, mean_resultant_of: torch.Tensor | None = None):
+    """log C_d(k_c) - log C_d(sqrt(k_c^2 + delta[..., c])), elementwise over delta's rows, for kappa_sq [C] = k_c^2.
+
+    This is the log moment generating function of vMF(mu_c, k_c): log E_v exp(t^T v) = log C_d(k_c) -
+    log C_d(||k_c mu_c + t||), with delta = ||k_c mu_c + t||^2 - k_c^2 = 2 k_c mu_c^T t + ||t||^2 (vMF softmax:
+    t = beta z_s). The values of ``log_vmf_norm_sq(kappa_sq) - log_vmf_norm_sq(kappa_sq + delta)``, with the
+    difference taken before rounding, but fast when there are many delta per class: per class, F_c(delta) is
+    analytic in delta on a disc reaching the nearest zero of I_v(sqrt(q)) at q = -j_{v,1}^2 < -(v+1)^2, so on
+    [min delta, max delta] it is interpolated at 9 (else 17) Chebyshev points from exact values, and the interpolant
+    is evaluated at every element. The interpolation is used only when every class's Chebyshev coefficients have
+    decayed below the result's precision (``_TRUNCATION``, or 8 float64 ulps, relative to max(1, |log C_d|): the
+    accuracy of the exact difference); otherwise every element is evaluated exactly. float32 results: the
+    interpolant is evaluated in float32 (a few float32 ulps of the result; two float32-rounded log C_d values
+    differ by an ulp of |log C_d|, often 100 times more). Differentiable once in kappa_sq and delta (the derivative
+    H = (G_d(k_c^2 + delta) - G_d(k_c^2))/2, G_d = A_d/k, is interpolated the same way). kappa_sq + delta must be
+    >= 0. ``mean_resultant_of``: concentrations k whose A_d(k) is also wanted; then (values, A_d(k)) is returned,
+    A_d from the same exact evaluation pass (the values of ``vmf_mean_resultant``, differentiable once).
+    """
+    kappa_sq, delta = _as_float_tensor(kappa_sq), _as_float_tensor(delta)
+    if kappa_sq.dim() != 1 or delta.dim() < 1 or delta.shape[-1] != kappa_sq.shape[0]:
+        raise UserError(f"log_vmf_mgf: kappa_sq must be [C] and delta [..., C], got {tuple(kappa_sq.shape)} and "
+                        f"{tuple(delta.shape)}")  # fmt: skip
+    dim = _check_dim(dim)
+    if mean_resultant_of is None:
+        return _LogVmfMgf.apply(kappa_sq, delta, dim, None)
+    return _LogVmfMgf.apply(kappa_sq, delta, dim, _as_float_tensor(mean_resultant_of))
 
 
 def log_ppk_vmf(

@@ -5,7 +5,8 @@ but has none FAILS here, saying so; an embedded one needs none). ``datasets.sele
 ``testing`` (validation: None under the Roth protocol without --use_tv_split, a split under the vMF one);
 every split is a ``torch.utils.data.Dataset`` yielding ``(image tensor, int label, int index)`` with numpy
 integer ``labels``, ``class_names``, a boolean ``closed_set`` that says whether its classes are the train
-classes, and ``raw_image(i)``; training labels are 0..C-1; training and evaluation hold the same items. The
+classes, ``query`` / ``gallery`` (None, or boolean masks selecting each at least one item) and
+``raw_image(i)``; training labels are 0..C-1; training and evaluation hold the same items. The
 dataset's ``defaults`` are real flags that ``parse_args`` applies, and the entry names its paper.
 """
 
@@ -65,6 +66,11 @@ def check_split(split, train_names: list[str]) -> None:
     assert split.labels.shape == (len(split),)
     assert all(isinstance(split.class_names[y], str) for y in np.unique(split.labels))
     assert type(split.closed_set) is bool
+    # query -> gallery splits (In-Shop, csv): boolean masks over the split, each selecting at least one item.
+    assert (split.query is None) == (split.gallery is None)
+    if split.query is not None:
+        for mask in (split.query, split.gallery):
+            assert mask.dtype == bool and mask.shape == (len(split),) and mask.any()
     # Closed-set: every class of the split is a train class, with the train label.
     assert split.closed_set == (class_names_of(split) <= set(train_names))
     if split.closed_set:

@@ -39,6 +39,8 @@ def root(tmp_path_factory):
     synthetic.make_mnist(str(r), "fashion_mnist", per_class=4)
     synthetic.make_cifar(str(r), "cifar10", per_class=4)
     synthetic.make_cifar(str(r), "cifar100", per_class=3)
+    synthetic.make_in_shop(str(r), n_items=12, per_item=3, size=12)
+    synthetic.make_csv_dataset(str(r / "table"), n_classes=8, per_class=3, size=12)
     return r
 
 
@@ -212,11 +214,17 @@ CLOSED_SET = [
     ("digits", {}, None, False),
     ("digits", VMF, False, False),
     ("digits", {"digits_split": "classification"}, True, True),
+    ("in_shop", {}, None, False),
+    ("in_shop", VMF, False, False),
+    ("csv", {}, None, False),
+    ("csv", VMF, False, False),
 ]
 
 
 @pytest.mark.parametrize("name,flags,validation,testing", CLOSED_SET)
 def test_closed_set_follows_the_protocol(root, name, flags, validation, testing, dataset_opt, cifar_unchecked):
+    if name == "csv":  # the table, not a folder, is the --source_path
+        flags = {**flags, "source_path": str(root / "table" / "dataset.csv")}
     data = datasets.select(name, dataset_opt(name, root, **flags))
     assert data["training"].closed_set is True and data["evaluation"].closed_set is True
     assert data["testing"].closed_set is testing

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import evaluation
 from evaluation import compute_metrics, extract_embeddings
-from evaluation.knn import knn
+from evaluation.knn import knn, max_neighbours, search, smallest_k
 from utilities.errors import UserError
 
 
@@ -57,20 +57,132 @@ def test_torch_chunked_path_equals_faiss_path(metric):
         assert np.allclose(d_torch, d_faiss, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])  # numpy: the CPU path; tensors: the CUDA path, run on the CPU
+def test_smallest_k_is_the_head_of_a_stable_argsort(as_tensor):
+    rng = np.random.default_rng(4)
+    cases = []
+    for m in (7, 300, 5000):
+        s = rng.integers(-60, 60, size=(23, m)).astype(np.float32)  # many exact ties
+        s[0, :6], s[0, 6:12] = -0.0, 0.0  # signed zeros are equal values
+        s[1, :] = 3.0  # a constant row
+        s[2, 1::2] = np.inf  # a row half inf
+        cases += [(s, k) for k in {0, 1, 5, m // 2, m}]
+    tricky = np.full((4, 4096), 5.0, dtype=np.float32) + rng.random((4, 4096), dtype=np.float32)
+    tricky[:, ::8] = 0.0  # every sampled entry is the smallest: the sample's threshold admits 512 < k entries
+    cases.append((tricky, 1000))
+    for s, k in cases:
+        values, cols = smallest_k(torch.from_numpy(s) if as_tensor else s, k)
+        values, cols = np.asarray(values), np.asarray(cols)
+        want = np.argsort(s, axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(cols, want)
+        np.testing.assert_array_equal(values, np.take_along_axis(s, want, 1))
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_search_queries_against_a_gallery_matches_the_naive_ranking(metric, backend):
+    x = random_points(400, 10, seed=6) * np.random.default_rng(1).uniform(0.3, 3, (400, 1)).astype(np.float32)
+    d = cdist(x.astype(np.float64), x.astype(np.float64), "sqeuclidean" if metric == "euclidean" else "cosine")
+    rng = np.random.default_rng(2)
+    splits = [(None, None), (np.arange(0, 400, 3), None), (None, np.arange(150, 400)),  # subsets, disjoint or not
+              (np.arange(0, 200), np.arange(200, 400)), (rng.random(400) < 0.3, rng.random(400) < 0.6)]  # fmt: skip
+    for queries, gallery in splits:
+        q = np.arange(400) if queries is None else np.flatnonzero(queries) if queries.dtype == bool else queries
+        g = np.arange(400) if gallery is None else np.flatnonzero(gallery) if gallery.dtype == bool else gallery
+        dists, ids = search(x, {metric: 20}, queries=queries, gallery=gallery, backend=backend, block_rows=33,
+                            distances=True)[metric]  # fmt: skip
+        for row, i in enumerate(q):
+            others = g[g != i]
+            want = others[np.argsort(d[i, others], kind="stable")][:20]
+            np.testing.assert_array_equal(ids[row], want)
+            np.testing.assert_allclose(dists[row], d[i, want], atol=1e-4)
+    assert max_neighbours(np.arange(3), np.arange(2, 9), 10) == 6  # query 2 is in the gallery of 7
+    assert max_neighbours(np.arange(2), np.arange(2, 9), 10) == 7
+    with pytest.raises(ValueError):
+        search(x, {metric: 7}, queries=np.arange(3), gallery=np.arange(2, 9))
+
+
+def test_search_selecting_with_torch_as_on_cuda_gives_the_same_neighbours(monkeypatch):
+    """The CUDA path selects with torch ops on the score block; run it on the CPU against the numpy selection."""
+    import evaluation.knn as knn_module
+
+    x = random_points(3000, 12, seed=8)
+    split = {"queries": np.arange(0, 3000, 2), "gallery": np.arange(500, 3000)}
+    want = search(x, {"euclidean": 300, "cosine": 40}, **split, block_rows=700, distances=True)
+    monkeypatch.setattr(knn_module, "_select_with_numpy", lambda device: False)
+    got = search(x, {"euclidean": 300, "cosine": 40}, **split, block_rows=700, distances=True)
+    for geometry in want:
+        np.testing.assert_array_equal(got[geometry][1], want[geometry][1])
+        np.testing.assert_array_equal(got[geometry][0], want[geometry][0])
+
+
+def test_torch_and_faiss_backends_give_the_same_metrics():
+    """Every neighbour metric of both geometries, self retrieval and a query/gallery split: the torch search (one
+    Gram block for both geometries, the default) and faiss (a search per geometry) give the same numbers."""
+    rng = np.random.default_rng(9)
+    y = np.repeat(np.arange(90), rng.integers(1, 13, 90))
+    x = (rng.normal(size=(90, 24))[y] + 1.2 * rng.normal(size=(len(y), 24))).astype(np.float32)
+    x *= rng.uniform(0.5, 2, (len(y), 1)).astype(np.float32)
+    names = (
+        [f"{g}_recall@{k}" for g in "ec" for k in (1, 2, 4, 8)]
+        + [f"{p}{m}" for p in ("", "c_") for m in ("map_at_r", "r_precision", "mAP_1000", "mAP_c", "mAP_lim")]
+        + ["unc_auroc_cos", "unc_auroc_l2", "unc_spearman", "unc_recall_area", "unc_nw_acc@4", "unc_nw_ll@4"]
+    )
+    for split in ({}, {"queries": np.arange(0, len(y), 2), "gallery": np.arange(len(y) // 3, len(y))}):
+        ours = compute_metrics(x, y, names, **split)
+        assert compute_metrics(x, y, names, backend="faiss", **split) == pytest.approx(ours, abs=1e-12)
+        assert 0.1 < ours["c_map_at_r"] < 0.9
+
+
+# Values of the implementation before the one-pass search (faiss per geometry, commit 32d6fdf) on
+# ``previous_values_set()``: the search, the metrics and their averages changed since; the numbers must not.
+PREVIOUS_VALUES = {
+    "e_recall@1": 0.39892665474060823, "e_recall@2": 0.5098389982110912, "e_recall@4": 0.6261180679785331,
+    "e_recall@8": 0.7459749552772809, "c_recall@1": 0.4669051878354204, "c_recall@2": 0.59391771019678,
+    "c_recall@4": 0.738819320214669, "c_recall@8": 0.853309481216458, "map_at_r": 0.16307086178789088,
+    "r_precision": 0.22725020457578596, "mAP_1000": 0.23466623437152764, "mAP_c": 0.14478606511986258,
+    "mAP_lim": 0.19956193304453762, "nmi": 0.6629505148035741, "f1": 0.1633408763628883,
+    "c_map_at_r": 0.22480794906924978, "c_r_precision": 0.3058935250795716, "c_mAP_1000": 0.34060897662184536,
+    "c_mAP_c": 0.20365255198114832, "c_mAP_lim": 0.2925921783828477, "c_nmi": 0.7040763713008024, "c_f1": 0.2112,
+    "unc_auroc_cos": 0.5471212939391602, "unc_auroc_l2": 0.6282698056801196, "unc_spearman": 0.08143763967266279,
+    "unc_recall_area": 0.5188899881745755, "unc_nw_acc@3": 0.4543828264758497, "unc_nw_ll@3": -3.67623348463978,
+}  # fmt: skip
+
+
+def previous_values_set():
+    """565 items in 90 classes of 1..12, 16 dimensions, norms 0.5..2, ten exact duplicates (with their labels)."""
+    rng = np.random.default_rng(2024)
+    sizes = np.concatenate([rng.integers(2, 13, 84), np.ones(6, int)])
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    x = (rng.normal(size=(len(sizes), 16))[labels] + 1.1 * rng.normal(size=(len(labels), 16))).astype(np.float32)
+    x *= rng.uniform(0.5, 2.0, size=(len(labels), 1)).astype(np.float32)
+    src, dst = rng.choice(len(x), (2, 10), replace=False)
+    x[dst], labels[dst] = x[src], labels[src]
+    perm = rng.permutation(len(x))
+    return x[perm], labels[perm]
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_values_equal_the_previous_implementation(backend):
+    x, y = previous_values_set()
+    out = compute_metrics(x, y, list(PREVIOUS_VALUES), backend=backend)
+    assert out == pytest.approx(PREVIOUS_VALUES, rel=1e-12, abs=1e-15)
+
+
 def test_knn_rejects_bad_k():
     with pytest.raises(ValueError):
         knn(random_points(5, 3), 5)
 
 
-def test_compute_metrics_runs_one_knn_per_geometry_with_the_largest_k(monkeypatch):
+def test_compute_metrics_runs_one_knn_search_for_both_geometries_with_the_largest_k(monkeypatch):
     calls = []
-    original = evaluation._knn
+    original = evaluation.knn_search
 
-    def spy(x, k, metric, device):
-        calls.append((metric, k))
-        return original(x, k, metric, device)
+    def spy(x, ks, **kwargs):
+        calls.append(dict(ks))
+        return original(x, ks, **kwargs)
 
-    monkeypatch.setattr(evaluation, "_knn", spy)
+    monkeypatch.setattr(evaluation, "knn_search", spy)
     rng = np.random.default_rng(5)
     y = np.repeat(np.arange(20), rng.integers(1, 10, 20))  # largest class size <= 9
     x = rng.normal(size=(len(y), 6)).astype(np.float32)
@@ -78,9 +190,9 @@ def test_compute_metrics_runs_one_knn_per_geometry_with_the_largest_k(monkeypatc
     names = ["e_recall@1", "e_recall@4", "e_recall@16", "map_at_r", "c_recall@2", "c_map_at_r", "nmi", "dists@intra"]
     out = compute_metrics(torch.from_numpy(x), torch.from_numpy(y), names, timings=timings)
     r_max = np.bincount(y).max() - 1
-    assert sorted(calls) == [("cosine", max(2, r_max)), ("euclidean", 16)]
+    assert calls == [{"euclidean": 16, "cosine": max(2, r_max)}]  # one search, one Gram block per query block
     assert list(out) == names and all(isinstance(v, float) for v in out.values())
-    assert {"knn_euclidean", "knn_cosine", "kmeans_euclidean", "metrics"} <= set(timings)
+    assert {"knn", "kmeans_euclidean", "metrics"} <= set(timings)
     # the same numbers from a numpy array and from separate calls (one metric at a time)
     for name in names:
         assert compute_metrics(x.astype(np.float64), y, [name])[name] == pytest.approx(out[name], abs=1e-12)

@@ -74,3 +74,31 @@ def test_poincare_metrics_are_left_out_without_the_view():
     z, _, labels = clustered_ball_points()
     assert compute_metrics(z, labels, ["e_recall@1", *POINCARE_METRICS]).keys() == {"e_recall@1"}
     assert compute_metrics(z, labels, POINCARE_METRICS, views=lambda name: None) == {}
+
+
+def test_poincare_neighbours_and_metrics_with_a_query_gallery_split():
+    """Queries 0, 3, 6, ... against the other points plus queries 0 and 9: the brute-force order over the gallery
+    (the query itself excluded), and Recall@1 / MAP@R from it by plain loops."""
+    z, x, labels = clustered_ball_points()
+    queries = np.arange(0, 21, 3)
+    gallery = np.union1d(np.setdiff1d(np.arange(21), queries), [0, 9])
+    dist = original_poincare_dist(x.numpy(), C)
+    want = []
+    for q in queries:
+        others = gallery[gallery != q]
+        want.append(others[np.argsort(dist[q, others], kind="stable")][:5])
+    np.testing.assert_array_equal(knn_poincare(x, 5, C, queries=queries, gallery=gallery, chunk=2), np.array(want))
+    mask_q, mask_g = np.isin(np.arange(21), queries), np.isin(np.arange(21), gallery)
+    np.testing.assert_array_equal(knn_poincare(x, 5, C, queries=mask_q, gallery=mask_g), np.array(want))
+    recall, ap = [], []
+    for q in queries:
+        others = gallery[gallery != q]
+        rel = labels[others[np.argsort(dist[q, others], kind="stable")]] == labels[q]
+        r = int(rel.sum())
+        recall.append(rel[0])
+        ap.append(sum(rel[: i + 1].sum() / (i + 1) for i in range(r) if rel[i]) / r)
+    out = compute_metrics(z, labels, POINCARE_METRICS, queries=queries, gallery=gallery,
+                          views=lambda name: (x, C) if name == "poincare" else None)  # fmt: skip
+    assert out["poincare_recall@1"] == pytest.approx(np.mean(recall))
+    assert out["poincare_map_at_r"] == pytest.approx(np.mean(ap))
+    assert 0 < out["poincare_map_at_r"] < 1

@@ -57,6 +57,23 @@ def test_neighbours_match_brute_force(geometry):
     np.testing.assert_array_equal(got, want)
 
 
+def test_query_gallery_queries_and_neighbours():
+    """With masks, queries come from the queries (with a same-class gallery item other than themselves) and their
+    neighbours from the gallery only, as a brute-force search over the gallery."""
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    query = np.array([1, 0, 1, 0, 1, 0, 1, 1], bool)
+    gallery = np.array([0, 1, 0, 1, 0, 0, 0, 1], bool)  # class 2 has no gallery item; item 7 is in both
+    # not 4 (no gallery item of its class), not 7 (the only gallery item of its class is itself)
+    assert list(choose_queries(labels, n=10, query=query, gallery=gallery)) == [0, 2, 6]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 3))
+    g = np.flatnonzero(gallery)
+    got = retrievals(x, np.array([0, 4, 7]), 2, "euclidean", gallery=g)
+    for row, q in zip(got, [0, 4, 7]):
+        d = {j: np.linalg.norm(x[q] - x[j]) for j in g if j != q}
+        assert list(row) == sorted(d, key=d.get)[:2]
+
+
 def test_selection_geometry_follows_the_first_storage_metric():
     assert selection_geometry("e_recall@1") == "euclidean"
     assert selection_geometry("c_recall@1") == "cosine"
@@ -67,8 +84,9 @@ def test_selection_geometry_follows_the_first_storage_metric():
 class Tiles:
     """A dataset of flat grey images whose brightness encodes the index (``raw_image``, ``class_names``)."""
 
-    def __init__(self, labels):
+    def __init__(self, labels, query=None, gallery=None):
         self.labels, self.class_names = labels, [f"class {c}" for c in range(labels.max() + 1)]
+        self.query, self.gallery = query, gallery
 
     def raw_image(self, i: int) -> Image.Image:
         return Image.fromarray(np.full((12, 12), 40 + 4 * i, dtype=np.uint8))
@@ -89,3 +107,13 @@ def test_figure_frames_right_and_wrong_neighbours(tmp_path):
     shuffled = plot_retrievals(Tiles(labels), rng.standard_normal((24, 8)), labels, tmp_path / "random.png",
                                geometry="cosine", certainty=np.linspace(1, 2, 24), k=3)  # fmt: skip
     assert frame_pixels(shuffled, WRONG) > 500  # random embeddings: mostly wrong neighbours
+
+
+def test_figure_of_a_query_gallery_split_shows_gallery_neighbours_only(tmp_path):
+    """Queries are twins of gallery items of ANOTHER class (identical embeddings): searched against the gallery each
+    first neighbour is wrong; searched among all items, the twin query would come first and be right."""
+    labels = np.array([0, 0, 1, 1, 0, 1])
+    query, gallery = np.array([1, 1, 1, 0, 0, 0], bool), np.array([0, 0, 0, 1, 1, 1], bool)
+    x = np.array([[0.0, 1], [0, 1], [5, 0], [0, 1], [5, 0], [5, 0.1]])
+    path = plot_retrievals(Tiles(labels, query, gallery), x, labels, tmp_path / "qg.png", geometry="euclidean", k=1)
+    assert frame_pixels(path, WRONG) > 100 and frame_pixels(path, CORRECT) < 50

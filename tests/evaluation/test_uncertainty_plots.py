@@ -102,3 +102,27 @@ def test_rejection_plot_leaves_out_lone_queries_like_the_metric(tmp_path):
     with_lone = np.mean([correct[np.argsort(norms)[r:]].mean() for r in range(len(x))])
     assert abs(area - with_lone) > 0.01
     assert plot_rejection_curve(x, y, tmp_path / "rej.png").stat().st_size > 1000
+
+
+def test_rejection_plot_searches_queries_against_the_gallery(tmp_path):
+    """In-Shop's protocol: queries only search the gallery; the area equals ``unc_recall_area`` on that split."""
+    x, y = make_blobs(n_samples=160, centers=8, n_features=5, cluster_std=4.0, random_state=1)
+    rng = np.random.default_rng(2)
+    x = (x * rng.uniform(0.5, 5, size=(160, 1))).astype(np.float32)
+    queries = rng.random(160) < 0.3
+    queries[y == 7] = True  # class 7 has no gallery item: its queries are lone
+    gallery = ~queries
+    rejected, recall, area, base = rejection_data(x, y, queries, gallery)
+    metric = evaluation.compute_metrics(x, y, ["unc_recall_area"], queries=queries, gallery=gallery)
+    assert area == pytest.approx(metric["unc_recall_area"], abs=1e-12)
+    # Naive reference: the cosine nearest gallery item of each query whose class has gallery items.
+    unit = x.astype(np.float64) / np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    q, g = np.flatnonzero(queries), np.flatnonzero(gallery)
+    kept = q[np.isin(y[q], y[g])]
+    correct = (y[g[(unit[kept] @ unit[g].T).argmax(axis=1)]] == y[kept]).astype(float)
+    norms = np.linalg.norm(x[kept].astype(np.float64), axis=1)
+    assert len(recall) == len(kept) < queries.sum()
+    assert area == pytest.approx(np.mean([correct[np.argsort(norms)[r:]].mean() for r in range(len(kept))]))
+    assert base == pytest.approx(correct.mean())
+    assert rejection_data(x, y)[2] != pytest.approx(area)  # self retrieval differs
+    assert plot_rejection_curve(x, y, tmp_path / "rej.png", queries, gallery).stat().st_size > 1000

@@ -5,8 +5,9 @@ its ``arg_kind``: every choice of a tuple, 2 for an integer): ``metrics.select``
 names a known geometry and view; ``evaluation.compute_metrics`` with a fake view provider (class probabilities,
 sampled sets, Poincare points, concentrations) gives a finite float on a small random labelled set; metrics
 without k-means give the same value when items, labels and views are permuted together; without a provider a
-metric that needs a view is left out; non-finite embeddings give NaN. The registry's ``form`` strings are what
-``valid_forms()`` reports.
+metric that needs a view is left out; non-finite embeddings give NaN. With a query/gallery split every metric still
+gives a finite float, invariant to permuting items, labels, views and the split together. The registry's ``form``
+strings are what ``valid_forms()`` reports.
 """
 
 from __future__ import annotations
@@ -105,6 +106,29 @@ def test_invariant_to_permuting_items_labels_and_views_together(name):
     value = compute_metrics(x, y, [name], views=provider(views))[name]
     perm = np.random.default_rng(2).permutation(len(y))
     again = compute_metrics(x[perm], y[perm], [name], views=provider(permuted(views, perm)))[name]
+    assert again == pytest.approx(value, rel=1e-9, abs=1e-12)
+
+
+SPLIT_QUERIES, SPLIT_GALLERY = np.arange(0, N_ITEMS, 2), np.arange(N_ITEMS // 4, N_ITEMS)  # overlapping halves
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_value_with_a_query_gallery_split_is_a_finite_float(name):
+    x, y = labelled_set()
+    out = compute_metrics(x, y, [name], views=provider(fake_views(x)), queries=SPLIT_QUERIES, gallery=SPLIT_GALLERY)
+    assert list(out) == [name]
+    assert type(out[name]) is float and math.isfinite(out[name])
+
+
+@pytest.mark.parametrize("name", WITHOUT_KMEANS)
+def test_split_invariant_to_permuting_items_labels_views_and_the_split_together(name):
+    x, y = labelled_set(1)
+    views = fake_views(x, seed=1)
+    value = compute_metrics(x, y, [name], views=provider(views), queries=SPLIT_QUERIES, gallery=SPLIT_GALLERY)[name]
+    perm = np.random.default_rng(2).permutation(len(y))
+    where = np.argsort(perm)  # item i of the original set is item where[i] of the permuted one
+    again = compute_metrics(x[perm], y[perm], [name], views=provider(permuted(views, perm)),
+                            queries=where[SPLIT_QUERIES], gallery=where[SPLIT_GALLERY])[name]  # fmt: skip
     assert again == pytest.approx(value, rel=1e-9, abs=1e-12)
 
 

@@ -265,7 +265,8 @@ def test_metric_objects_declare_requirements():
     r = metrics.select("c_recall@4").requires
     assert (r.geometry, r.k, r.kmeans) == ("cosine", 4, False)
     r = metrics.select("map_at_r").requires
-    assert r.geometry == "euclidean" and r.neighbours_needed(100, 12) == 11
+    assert r.geometry == "euclidean" and r.neighbours_needed(99, 11) == 11  # R_max = 11 of 99 candidates
     assert metrics.select("c_nmi").requires.kmeans
     assert metrics.select("dists@inter").requires.embeddings
-    assert metrics.select("mAP_1000").requires.neighbours_needed(50, 3) == 49
+    assert metrics.select("mAP_1000").requires.neighbours_needed(49, 2) == 49  # capped at the candidates
+    assert metrics.select("mAP_c").requires.neighbours_needed(49, 2) == 3  # R_max + 1

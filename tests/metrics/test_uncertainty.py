@@ -148,3 +148,54 @@ def test_ppk_chunk_peak_memory_stays_within_the_budget(repo_root):
     peak = int(out.stdout.split()[-1])
     assert peak <= budget, f"peak {peak / 2**20:.0f} MB over the {budget / 2**20:.0f} MB budget"
     assert peak > budget / 8  # the chunks are as large as the budget allows (not one row at a time)
+
+
+def test_uncertainty_metrics_with_a_query_gallery_split():
+    """Queries rate their nearest gallery item (the query itself excluded) by cosine, Euclidean and log PPK; the
+    certainty is the query's norm; queries without a relevant gallery item are left out; norms@q is of every item."""
+    x, y = data(n=150, seed=4)
+    rng = np.random.default_rng(7)
+    queries = np.flatnonzero(rng.random(len(y)) < 0.5)
+    gallery = np.union1d(np.setdiff1d(np.arange(len(y)), queries), queries[::3])  # a third of the queries in it
+    gallery = gallery[y[gallery] != 5]  # class 5 has no gallery item: its queries are lone
+    norms = np.linalg.norm(x.astype(np.float64), axis=1)
+    t = torch.tensor(x, dtype=torch.float64)
+    k = t.norm(dim=1)
+    nearest = {}
+    for geometry in ("cosine", "euclidean", "ppk"):
+        out = []
+        for q in queries:
+            if geometry == "ppk":
+                s = -log_ppk_vmf(t[q] / k[q], k[q], t[gallery] / k[gallery, None], k[gallery], 1.0).numpy()
+            elif geometry == "cosine":
+                s = 1 - (x[gallery] @ x[q]) / (np.linalg.norm(x[gallery], axis=1) * np.linalg.norm(x[q]))
+            else:
+                s = ((x[gallery].astype(np.float64) - x[q]) ** 2).sum(1)
+            s = np.where(gallery == q, np.inf, s)
+            out.append(gallery[np.argmin(s)])
+        nearest[geometry] = np.array(out)
+    keep = np.array([((y[gallery] == y[q]) & (gallery != q)).any() for q in queries])
+    assert 0 < (~keep).sum() and keep.sum() > 30
+    names = ["unc_auroc_cos", "unc_auroc_l2", "unc_auroc_ppk", "unc_spearman", "unc_recall_area", "norms@50",
+             "unc_nw_acc@3", "unc_nw_ll@3"]  # fmt: skip
+    got = evaluation.compute_metrics(x, y, names, queries=queries, gallery=gallery)
+    correct = {g: (y[nearest[g]] == y[queries])[keep] for g in nearest}
+    certainty = norms[queries][keep]
+    assert got["unc_auroc_cos"] == pytest.approx(roc_auc_score(correct["cosine"], certainty), abs=1e-9)
+    assert got["unc_auroc_l2"] == pytest.approx(roc_auc_score(correct["euclidean"], certainty), abs=1e-9)
+    assert got["unc_auroc_ppk"] == pytest.approx(roc_auc_score(correct["ppk"], certainty), abs=1e-9)
+    assert got["unc_spearman"] == pytest.approx(spearmanr(certainty, correct["cosine"]).statistic, abs=1e-9)
+    kept = [correct["cosine"][np.argsort(certainty, kind="stable")[r:]].mean() for r in range(len(certainty))]
+    assert got["unc_recall_area"] == pytest.approx(np.mean(kept), abs=1e-9)
+    assert got["norms@50"] == pytest.approx(np.percentile(norms, 50), rel=1e-6)  # every item, not the queries
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    acc, ll = [], []
+    for q in queries[keep]:
+        sims = np.where(gallery == q, -np.inf, xn[gallery] @ xn[q])
+        nb = gallery[np.argsort(-sims, kind="stable")[:3]]
+        p = np.array([1e-3 + sum(norms[j] for j in nb if y[j] == c) for c in range(6)])
+        p /= p.sum()
+        acc.append(p.argmax() == y[q])
+        ll.append(np.log(p[y[q]]))
+    assert got["unc_nw_acc@3"] == pytest.approx(np.mean(acc), abs=1e-9)
+    assert got["unc_nw_ll@3"] == pytest.approx(np.mean(ll), abs=1e-6)

@@ -125,3 +125,32 @@ def test_mean_kappa_reads_the_kappa_view_and_metrics_without_their_view_are_left
     out = compute_metrics(emb, labels, ["vmf_mean_kappa"], views=lambda name: kappa if name == "kappa" else None)
     assert out == {"vmf_mean_kappa": 4.0}
     assert compute_metrics(emb, labels, ["e_recall@1", "vmf_mean_kappa", *SAMPLED]).keys() == {"e_recall@1"}
+
+
+def test_sampled_metrics_with_a_query_gallery_split():
+    """Each set ranks its gallery items for its queries (the query itself excluded): the majority vote over the sets
+    of the per-set nearest-gallery-neighbour correctness (every query), and the mean of each set's split MAP@R."""
+    rng = np.random.default_rng(8)
+    labels = np.repeat(np.arange(5), 8)
+    base = rng.normal(size=(5, 4))[labels]
+    sets = [(base + 0.9 * rng.normal(size=base.shape)).astype(np.float32) for _ in range(5)]
+    queries, gallery = np.arange(0, 40, 2), np.concatenate([np.arange(1, 40, 2), [0, 8]])  # queries 0, 8 in it too
+    per_set_correct, per_set_map = [], []
+    for s in sets:
+        unit = s / np.linalg.norm(s, axis=1, keepdims=True)
+        correct, aps = [], []
+        for q in queries:
+            others = gallery[gallery != q]
+            order = others[np.argsort(-(unit[others] @ unit[q]), kind="stable")]
+            rel = labels[order] == labels[q]
+            correct.append(rel[0])
+            r = int(rel.sum())
+            aps.append(sum(rel[: i + 1].sum() / (i + 1) for i in range(r) if rel[i]) / r)
+        per_set_correct.append(correct)
+        per_set_map.append(np.mean(aps))
+    votes = np.sum(per_set_correct, axis=0)
+    out = compute_metrics(sets[0], labels, SAMPLED, queries=queries, gallery=gallery,
+                          views=lambda name: sets if name == "samples" else None)  # fmt: skip
+    assert out["vmf_recall@1"] == pytest.approx(np.mean(2 * votes > len(sets)), abs=1e-12)
+    assert out["vmf_map_at_r"] == pytest.approx(np.mean(per_set_map), abs=1e-12)
+    assert 0 < out["vmf_map_at_r"] < 1 and 0 < out["vmf_recall@1"] < 1
