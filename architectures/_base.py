@@ -74,7 +74,7 @@ class EmbeddingNet(nn.Module):
 
 def use_channels_last(opt) -> bool:
     """``--channels_last``: on, off, or auto (on when CUDA is present, where training runs then)."""
-    mode = getattr(opt, "channels_last", "off")
+    mode = opt.channels_last
     return mode == "on" or (mode == "auto" and torch.cuda.is_available())
 
 

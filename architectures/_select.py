@@ -31,6 +31,6 @@ def select(name: str, opt, input_shape: tuple[int, ...]) -> nn.Module:
     if use_channels_last(opt):
         model.channels_last = True
         model.to(memory_format=torch.channels_last)
-    if getattr(opt, "compile", False):
+    if opt.compile:
         compile_backbone(model)
     return model

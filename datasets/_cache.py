@@ -67,7 +67,7 @@ _OPEN: dict[str, DecodeCache] = {}  # folder -> the cache opened in this process
 
 def cache_root(opt) -> str | None:
     """The folder holding the caches, or None when ``--decode_cache none``."""
-    value = str(getattr(opt, "decode_cache", "none") or "none")
+    value = str(opt.decode_cache)
     if value == "none":
         return None
     if value == "auto":
@@ -385,9 +385,9 @@ def cached_dataset(paths: Sequence[str], labels: Sequence[int], opt, train: bool
     """The split ``paths`` / ``labels`` read through the decode cache under ``root`` (built on first use)."""
     from utilities import distributed
 
-    size = FULL if getattr(opt, "decode_cache_size", "resize") == FULL else resize_side(opt)
-    progress = not getattr(opt, "no_progress", False) and distributed.is_main_process()
-    workers = int(getattr(opt, "kernels", 0))
+    size = FULL if opt.decode_cache_size == FULL else resize_side(opt)
+    progress = not opt.no_progress and distributed.is_main_process()
+    workers = int(opt.kernels)
     if distributed.world_size() > 1 and not distributed.is_main_process():
         distributed.barrier()  # under DDP rank 0 builds the cache; the other ranks then find it
         return CachedImageDataset(paths, labels, open_cache(paths, size, root, workers, False), opt, train, class_names)

@@ -69,6 +69,6 @@ def full_precision(device: str | torch.device):
 def configure_backends(opt, device: str | torch.device) -> None:
     """``--cudnn_benchmark`` on CUDA: cuDNN picks the fastest convolution algorithms by timing them (benchmark on,
     deterministic off; the seeding sets the Roth suite's deterministic cuDNN otherwise). Call after seeding."""
-    if torch.device(device).type == "cuda" and getattr(opt, "cudnn_benchmark", False):
+    if torch.device(device).type == "cuda" and opt.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.deterministic = False
