@@ -20,7 +20,7 @@ import torch
 import metrics as metric_registry
 from evaluation.clustering import kmeans as _kmeans
 from evaluation.extract import extract_embeddings
-from evaluation.knn import as_numpy_float32, knn_poincare
+from evaluation.knn import as_index, as_numpy_float32, knn_poincare
 from evaluation.knn import search as knn_search
 from evaluation.views import loss_views
 from metrics import GEOMETRIES, POINCARE, VIEWS, Context
@@ -55,23 +55,15 @@ def _neighbours_needed(requirements: list, n_candidates: int, max_relevant: int)
 
 
 def _item_set(items, n: int, what: str) -> np.ndarray | None:
-    """``queries`` / ``gallery`` as sorted item indices (None: every item); UserError on a bad value."""
+    """``queries`` / ``gallery`` as sorted, distinct item indices (None: every item); UserError on a bad value."""
     if items is None:
         return None
-    items = items.detach().cpu().numpy() if isinstance(items, torch.Tensor) else np.asarray(items)
-    items = items.reshape(-1)
-    if items.dtype == bool:
-        if len(items) != n:
-            raise UserError(f"compute_metrics: the {what} mask needs one entry per item ({n}), got {len(items)}")
-        out = np.flatnonzero(items)
-    elif len(items) == 0 or np.issubdtype(items.dtype, np.integer):
-        out = np.sort(items.astype(np.int64))
-        if len(out) and (out[0] < 0 or out[-1] >= n):
-            raise UserError(f"compute_metrics: {what} indices must be in [0, {n}), got {out[0]}..{out[-1]}")
-        if np.any(out[1:] == out[:-1]):
-            raise UserError(f"compute_metrics: {what} indices must be distinct")
-    else:
-        raise UserError(f"compute_metrics: {what} must be a boolean mask or integer item indices, got {items.dtype}")
+    try:
+        out = np.sort(as_index(items, n, what))
+    except ValueError as err:
+        raise UserError(f"compute_metrics: {err}") from None
+    if np.any(out[1:] == out[:-1]):
+        raise UserError(f"compute_metrics: {what} indices must be distinct")
     if len(out) == 0:
         raise UserError(f"compute_metrics: the {what} set is empty")
     return out

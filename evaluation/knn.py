@@ -167,7 +167,7 @@ def smallest_k(scores, k: int, mask: np.ndarray | None = None):
     return _smallest_k_numpy(scores, k, mask)
 
 
-def _as_index(items, n: int, what: str) -> np.ndarray | None:
+def as_index(items, n: int, what: str) -> np.ndarray | None:
     """None (every item), a boolean mask [n] or item indices -> int64 indices (None stays None)."""
     if items is None:
         return None
@@ -308,7 +308,7 @@ def search(
     if x.ndim != 2:
         raise ValueError(f"embeddings must be [N, D], got shape {x.shape}")
     n = len(x)
-    queries, gallery = _as_index(queries, n, "queries"), _as_index(gallery, n, "gallery")
+    queries, gallery = as_index(queries, n, "queries"), as_index(gallery, n, "gallery")
     if gallery is not None and len(np.unique(gallery)) != len(gallery):
         raise ValueError("gallery: item indices must be distinct")
     available = max_neighbours(queries, gallery, n)
@@ -377,7 +377,7 @@ def knn_poincare(points: torch.Tensor, k: int, c: float, chunk: int | None = Non
     """
     x = torch.as_tensor(points).detach().cpu().double()
     n = len(x)
-    queries, gallery = _as_index(queries, n, "queries"), _as_index(gallery, n, "gallery")
+    queries, gallery = as_index(queries, n, "queries"), as_index(gallery, n, "gallery")
     rows = torch.arange(n) if queries is None else torch.from_numpy(queries)
     xg = x if gallery is None else x[torch.from_numpy(gallery)]
     own = torch.from_numpy(self_columns(queries, gallery, n))
