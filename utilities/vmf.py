@@ -733,7 +733,8 @@ class _LogVmfMgf(torch.autograd.Function):
         k_extra = None if extra is None else _f64(extra).reshape(-1)  # A_d wanted there too (same kernel call)
         tail = [] if k_extra is None else [k_extra * k_extra]
         d2 = delta.detach().reshape(-1, n_c)  # [M, C], input dtype (min / max are exact in it)
-        lohi = torch.stack(torch.aminmax(d2, dim=0)).double()  # [2, C]: the interval of delta per class
+        # [2, C]: the interval of delta per class (amin and amax: torch.aminmax over dim 0 is ~6x slower on the CPU)
+        lohi = torch.stack([d2.amin(0), d2.amax(0)]).double()
         mid, half = lohi.mean(0), (lohi[1] - lohi[0]).mul_(0.5)
         rel = max(kern.tol, _MGF_NOISE)
         for degree in _MGF_DEGREES:  # the lowest that converges (few nodes: one small kernel call)
