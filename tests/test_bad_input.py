@@ -113,7 +113,7 @@ def test_an_unreadable_image_stops_training_naming_it(tmp_path, capsys):
 @pytest.mark.parametrize("lr, fragment", [("1e30", "non-finite"), ("1e12", "non-finite")])
 def test_a_diverging_run_stops_with_one_line_naming_epoch_and_step(lr, fragment, run_main, capsys, no_plots):
     """--lr 1e30: the first step blows the weights up; the next forward pass gives non-finite embeddings, which
-    are caught before the miner or the loss sees them (the distance miner used to crash on them)."""
+    are reported as such (the distance miner fails on them, and the loop then names the embeddings)."""
     assert run_main("--lr", lr, "--n_epochs", "2", "--no_progress", "--evaluation_metrics", "e_recall@1") == 2
     err = capsys.readouterr().err
     assert fragment in err and "at epoch 1, batch" in err and "--lr" in err and len(err.strip().splitlines()) == 1

@@ -99,7 +99,7 @@ class Trainer:
             "rng": seeding.rng_state(),
             "opt": run_folder.public_config(self.opt),
             "facts": run_facts(run),
-            "position": self.position,  # None at an epoch's end
+            "position": None if self.position is None else self.position | {"losses": list(self.position["losses"])},
             "storage": self.storage_state(),
         }
 
@@ -179,6 +179,7 @@ class Trainer:
         resumed = self.resume_position if self.resume_position and self.resume_position["epoch"] == epoch else None
         self.resume_position = None
         done, losses = (resumed["step"], list(resumed["losses"])) if resumed else (0, [])
+        total = math.fsum(losses)  # running sum for the progress bar's mean
         start = time.time() - (resumed["elapsed"] if resumed else 0.0)
         if storage and not resumed:
             self.refresh_storage(epoch)
@@ -206,10 +207,6 @@ class Trainer:
             images, labels = run.images_to_device(images), labels.to(run.device)  # uint8: normalised there
             with autocast(opt.amp, run.device):
                 embeds = run.model(images)
-            if not bool(torch.isfinite(embeds).all()):  # before a miner or the loss sees them
-                raise UserError(f"non-finite embeddings at epoch {epoch}, batch {step}: the network diverged (its "
-                                f"weights after the previous step); lower --lr ({opt.lr:g}) or check the data "
-                                f"(run folder kept: {self.run_dir})")  # fmt: skip
             embeds = embeds.to(torch.promote_types(embeds.dtype, torch.float32))  # AMP's half: the loss in fp32
             # Under DDP a global-batch loss (and its miner) sees every rank's slice in rank order, its gradient
             # reaching only this rank's slice; its random draws are the same on every rank (utilities.distributed).
@@ -221,8 +218,14 @@ class Trainer:
                     (loss_batch[0] if whole else distributed.gather_with_grad(embeds)).detach().float().cpu(),
                     distributed.gather_with_grad(torch.as_tensor(indices).to(run.device)).cpu(),
                 )
-            with distributed.shared_rng(distributed.step_seed(opt.seed, epoch, step), run.device):
-                loss = run.criterion(*loss_batch)
+            # Non-finite embeddings are looked for only when something failed (a check every step costs a sync):
+            # a miner or loss that stops on them, or a non-finite loss, is then reported as the network's fault.
+            try:
+                with distributed.shared_rng(distributed.step_seed(opt.seed, epoch, step), run.device):
+                    loss = run.criterion(*loss_batch)
+            except (RuntimeError, ValueError):  # e.g. torch.multinomial's "invalid distribution" in a miner
+                self.check_embeddings(embeds, epoch, step)
+                raise
             run.optimizer.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
             # Gathered: each rank's model gradient is its slice's share of dL (summed over ranks), the loss's own
@@ -230,19 +233,23 @@ class Trainer:
             value = distributed.all_reduce_gradients(self.trainable_parameters(), loss,
                                                      summed=run.model.parameters() if whole else ())  # fmt: skip
             if not math.isfinite(value):  # under DDP: on every rank when any rank's loss is non-finite
+                self.check_embeddings(embeds, epoch, step)
                 raise UserError(f"non-finite loss ({value}) at epoch {epoch}, batch {step}; lower --lr ({opt.lr:g}) "
                                 f"or check the data (run folder kept: {self.run_dir})")  # fmt: skip
             self.check_gradients(epoch, step)
             run.scaler.step(run.optimizer)
             run.scaler.update()
             losses.append(value)
+            total += value
             self.first_loss = value if self.first_loss is None else self.first_loss
             if not reported and abs(value) > EXPLOSION * max(abs(self.first_loss), 1e-12):
                 reported = True
                 log.warning(f"the loss is exploding: {value:.4g} at epoch {epoch}, batch {step}, "
                             f"{abs(value / self.first_loss):.3g}x its first value; consider a lower --lr")  # fmt: skip
-            bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-            self.position = {"epoch": epoch, "step": step + 1, "losses": list(losses), "elapsed": time.time() - start}
+            if self.show_progress:
+                bar.set_postfix(loss=f"{total / len(losses):.4f}")
+            # the epoch's loss list itself (copied when a checkpoint is written, not every step)
+            self.position = {"epoch": epoch, "step": step + 1, "losses": losses, "elapsed": time.time() - start}
             self.interrupt = distributed.any_rank(self.interrupt)
             self.emit("after_step", epoch, step, value)  # a mid-epoch checkpoint when checkpoint_due(step)
             if self.interrupt is not None:
@@ -253,6 +260,13 @@ class Trainer:
         stats = {"loss": float(np.mean(losses)) if losses else float("nan"), "time": time.time() - start,
                  "lr": run.optimizer.param_groups[0]["lr"]}  # fmt: skip
         return stats | run.criterion.diagnostics()
+
+    def check_embeddings(self, embeds: torch.Tensor, epoch: int, step: int) -> None:
+        """One line when the network's output is not finite (its weights after the previous step diverged)."""
+        if not bool(torch.isfinite(embeds.detach()).all()):
+            raise UserError(f"non-finite embeddings at epoch {epoch}, batch {step}: the network diverged (its "
+                            f"weights after the previous step); lower --lr ({self.opt.lr:g}) or check the data "
+                            f"(run folder kept: {self.run_dir})")  # fmt: skip
 
     def check_gradients(self, epoch: int, step: int) -> None:
         """One line when a gradient is not finite (a finite loss with an overflowing backward pass)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -67,9 +66,24 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 all_gather_cat = gather_with_grad  # the older name (storage samplers' protocol)
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser (Steele et al. 2014): a bijection of 64-bit integers that scrambles every bit."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
 def step_seed(seed: int, epoch: int, step: int) -> int:
-    """The seed of training step ``step`` of ``epoch``: the same on every rank and for any number of ranks."""
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(step)]).generate_state(1, dtype=np.uint64)[0])
+    """The seed of training step ``step`` of ``epoch``: the same on every rank and for any number of ranks.
+
+    SplitMix64 chained over (seed, epoch, step), in plain Python: about 1 us per step (numpy's SeedSequence took
+    ~60 us, a visible share of a small loss's step)."""
+    x = _mix64((int(seed) + 0x9E3779B97F4A7C15) & _MASK64)
+    x = _mix64(((x ^ int(epoch)) + 0x9E3779B97F4A7C15) & _MASK64)
+    return _mix64(((x ^ int(step)) + 0x9E3779B97F4A7C15) & _MASK64)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,3 +144,29 @@ def test_semihard_uses_the_margin_it_is_given(miner_opt):
         miner.generator = torch.Generator().manual_seed(0)
         drawn[miner.margin] = Counter(int(t[2]) for _ in range(100) for t in miner(x, y) if t[0] == 0)
     assert set(drawn[0.01]) == {2} and set(drawn[5.0]) == {2, 3}
+
+
+def test_pick_and_pick_weighted_draw_from_their_laws():
+    """The shared draws of the miners: uniform over a row's True entries, and proportional to a row's weights
+    (zero weights never drawn), against scipy's chi-square test on 20,000 seeded draws per row."""
+    from scipy.stats import chisquare
+
+    from batch_mining._base import pick, pick_weighted
+
+    gen = torch.Generator().manual_seed(0)
+    weights = torch.tensor([[0.0, 1.0, 0.0, 2.0, 3.0, 0.0], [5.0, 0.0, 0.0, 0.0, 0.0, 1e-3], [0.0] * 5 + [1.0]])
+    mask = weights > 0
+    n = 20_000
+    drawn_w = torch.stack([pick_weighted(weights, gen) for _ in range(n)])  # [n, 3]
+    drawn_u = torch.stack([pick(mask, gen) for _ in range(n)])
+    for row in range(len(weights)):
+        support = torch.nonzero(mask[row]).squeeze(1)
+        for drawn, law in ((drawn_w, weights[row, support]), (drawn_u, torch.ones(len(support)))):
+            counts = torch.bincount(drawn[:, row], minlength=weights.shape[1])
+            assert counts[~mask[row]].sum() == 0  # never outside the support
+            if len(support) > 1 and (law / law.sum() * n >= 5).sum() > 1:
+                expected = (law / law.sum() * n).numpy()
+                keep = expected >= 5  # chi-square needs populated cells (the 1e-3 weight: about 4 draws)
+                observed = counts[support].numpy()[keep].astype(np.float64)
+                f_exp = expected[keep].astype(np.float64)
+                assert chisquare(observed, observed.sum() * f_exp / f_exp.sum()).pvalue > 1e-3
