@@ -147,7 +147,8 @@ def test_ppk_chunk_peak_memory_stays_within_the_budget(repo_root):
     assert out.returncode == 0, out.stderr
     peak = int(out.stdout.split()[-1])
     assert peak <= budget, f"peak {peak / 2**20:.0f} MB over the {budget / 2**20:.0f} MB budget"
-    assert peak > budget / 8  # the chunks are as large as the budget allows (not one row at a time)
+    # (that the chunks are as large as the budget allows is checked on ppk_chunk_rows above: an RSS lower bound is
+    # not reliable, the allocator may serve a chunk from pages the warm-up left mapped)
 
 
 def test_uncertainty_metrics_with_a_query_gallery_split():
