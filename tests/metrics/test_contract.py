@@ -91,44 +91,29 @@ def test_select_keeps_the_name_and_declares_known_requirements(name):
     assert metrics.REGISTRY.get(name.partition("@")[0]).paper.strip()
 
 
+# Self retrieval (every item searches all others), and a query -> gallery split with overlapping halves.
+SPLITS = {"self": {}, "split": {"queries": np.arange(0, N_ITEMS, 2), "gallery": np.arange(N_ITEMS // 4, N_ITEMS)}}
+
+
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("name", NAMES)
-def test_value_is_a_finite_float(name):
+def test_value_is_a_finite_float(name, split):
     x, y = labelled_set()
-    out = compute_metrics(x, y, [name], views=provider(fake_views(x)))
+    out = compute_metrics(x, y, [name], views=provider(fake_views(x)), **SPLITS[split])
     assert list(out) == [name]
     assert type(out[name]) is float and math.isfinite(out[name])
 
 
+@pytest.mark.parametrize("split", SPLITS)
 @pytest.mark.parametrize("name", WITHOUT_KMEANS)
-def test_invariant_to_permuting_items_labels_and_views_together(name):
+def test_invariant_to_permuting_items_labels_views_and_the_split_together(name, split):
     x, y = labelled_set(1)
     views = fake_views(x, seed=1)
-    value = compute_metrics(x, y, [name], views=provider(views))[name]
-    perm = np.random.default_rng(2).permutation(len(y))
-    again = compute_metrics(x[perm], y[perm], [name], views=provider(permuted(views, perm)))[name]
-    assert again == pytest.approx(value, rel=1e-9, abs=1e-12)
-
-
-SPLIT_QUERIES, SPLIT_GALLERY = np.arange(0, N_ITEMS, 2), np.arange(N_ITEMS // 4, N_ITEMS)  # overlapping halves
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_value_with_a_query_gallery_split_is_a_finite_float(name):
-    x, y = labelled_set()
-    out = compute_metrics(x, y, [name], views=provider(fake_views(x)), queries=SPLIT_QUERIES, gallery=SPLIT_GALLERY)
-    assert list(out) == [name]
-    assert type(out[name]) is float and math.isfinite(out[name])
-
-
-@pytest.mark.parametrize("name", WITHOUT_KMEANS)
-def test_split_invariant_to_permuting_items_labels_views_and_the_split_together(name):
-    x, y = labelled_set(1)
-    views = fake_views(x, seed=1)
-    value = compute_metrics(x, y, [name], views=provider(views), queries=SPLIT_QUERIES, gallery=SPLIT_GALLERY)[name]
+    value = compute_metrics(x, y, [name], views=provider(views), **SPLITS[split])[name]
     perm = np.random.default_rng(2).permutation(len(y))
     where = np.argsort(perm)  # item i of the original set is item where[i] of the permuted one
-    again = compute_metrics(x[perm], y[perm], [name], views=provider(permuted(views, perm)),
-                            queries=where[SPLIT_QUERIES], gallery=where[SPLIT_GALLERY])[name]  # fmt: skip
+    moved = {k: where[v] for k, v in SPLITS[split].items()}
+    again = compute_metrics(x[perm], y[perm], [name], views=provider(permuted(views, perm)), **moved)[name]
     assert again == pytest.approx(value, rel=1e-9, abs=1e-12)
 
 
