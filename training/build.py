@@ -68,11 +68,19 @@ class Run:
     def describe(self) -> str:
         opt = self.opt
         n_params = sum(p.numel() for p in self.model.parameters())
-        sizes = ", ".join(f"{k} {len(v)}" for k, v in self.data.items() if v is not None and k != "evaluation")
+        sizes = ", ".join(f"{k} {len(v)}" + split_sizes(v) for k, v in self.data.items()
+                          if v is not None and k != "evaluation")  # fmt: skip
         return (f"dataset {opt.dataset} ({sizes}; {self.n_classes} train classes) | arch {opt.arch} "
                 f"({n_params / 1e6:.2f}M params) | loss {opt.loss} | miner {opt.batch_mining} | "
                 f"sampler {opt.data_sampler} ({len(self.sampler)} batches/epoch of {self.batch_size}) | "
                 f"device {self.device} | selection split: {self.selection_split}")  # fmt: skip
+
+
+def split_sizes(dataset) -> str:
+    """`` (Q queries -> G gallery)`` for a query -> gallery split, else nothing."""
+    if dataset.query is None:
+        return ""
+    return f" ({int(dataset.query.sum())} queries -> {int(dataset.gallery.sum())} gallery)"
 
 
 def pick_device(opt) -> torch.device:

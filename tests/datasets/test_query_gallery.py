@@ -45,6 +45,13 @@ def test_in_shop_reads_the_other_codes_folders(tmp_path, dataset_opt, folder, un
     assert all(os.path.isfile(p) for p in test.image_paths) and test.query.sum() == 3 and test.gallery.sum() == 3
 
 
+def test_the_run_line_counts_queries_and_gallery(tmp_path, run_main, capsys):
+    synthetic.make_in_shop(str(tmp_path), n_items=10, per_item=3, size=12)  # 5 test items: 5 queries, 10 gallery
+    assert run_main("--dataset", "in_shop", "--source_path", str(tmp_path), "--arch", "resnet18", "--not_pretrained",
+                    "--bs", "6", "--samples_per_class", "3", "--kernels", "0", "--dry_run") == 0  # fmt: skip
+    assert "training 15, testing 15 (5 queries -> 10 gallery); 5 train classes" in capsys.readouterr().out
+
+
 def test_in_shop_defaults_to_the_papers_recalls(make_opt):
     """Proxy Anchor's In-Shop evaluation: cosine Recall@1/10/20/30/40/50 of the queries against the gallery."""
     opt = make_opt("--dataset", "in_shop")
