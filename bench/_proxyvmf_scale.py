@@ -34,10 +34,9 @@ B, D, S, GUIDANCE_W = 64, 512, 5, 0.3
 GB = 2**30
 
 CHILD = r"""
-import json, math, statistics, sys, time
+import json, statistics, sys, time
 sys.path.insert(0, {root!r})
 import torch
-import torch.nn.functional as F
 torch.set_num_threads({threads})
 import criteria, parameters
 from bench._proxyvmf_scale import naive_panc_loss
@@ -53,12 +52,8 @@ e = (torch.randn(B, d) * 3).requires_grad_()  # norms ~ 68: concentrated image v
 y = torch.randperm(C)[: B // 2].repeat_interleave(2) if C >= B // 2 else torch.randint(0, C, (B,))
 
 
-def naive_loss():
-    return naive_panc_loss(crit, e, y)
-
-
 def step():
-    loss = crit(e, y) if impl == "batched" else naive_loss()
+    loss = crit(e, y) if impl == "batched" else naive_panc_loss(crit, e, y)
     loss.backward()
     e.grad = None
     for p in crit.parameters():

@@ -59,13 +59,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import architectures  # noqa: E402
-import batch_mining  # noqa: E402
 import criteria  # noqa: E402
 import datasets  # noqa: E402
 import evaluation  # noqa: E402
 import parameters  # noqa: E402
 from datasets.synthetic import make_photo_folders  # noqa: E402
-from training.build import build_optimizer, build_run, make_train_loader, param_groups  # noqa: E402
+from training.build import (  # noqa: E402
+    build_model_and_loss,
+    build_optimizer,
+    build_run,
+    make_train_loader,
+    param_groups,
+)
 from utilities import precision, seeding  # noqa: E402
 
 HEADLINE = ["margin", "triplet", "multisimilarity", "proxyanchor", "vmf_softmax", "proxyvmf_panc"]
@@ -107,11 +112,7 @@ def train_loss(name: str, amp: str, cfg: dict, device: torch.device) -> dict:
                                  "--bs", str(n_classes * per_class), "--samples_per_class", str(per_class),
                                  "--amp", amp, "--channels_last", "on" if device.type == "cuda" else "off"])  # fmt: skip
     seeding.set_seed(0)
-    model = architectures.select(opt.arch, opt, input_shape=(3, size, size)).to(device)
-    miner = None
-    if opt.batch_mining:
-        miner = batch_mining.select(opt.batch_mining, opt, margin=criteria.get_class(name).miner_margin(opt))
-    criterion = criteria.select(name, opt, miner, n_classes=n_classes).to(device)
+    model, _, criterion = build_model_and_loss(opt, n_classes, (3, size, size), device)
     optimizer = build_optimizer(param_groups(model, criterion, opt), opt)
     mode = precision.resolve_amp(amp, device, cpu=True)  # --smoke: CPU autocast stands in for the GPU's
     scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
@@ -226,8 +227,6 @@ def loop_step(run, images: torch.Tensor, labels: torch.Tensor) -> float:
     images, labels = run.images_to_device(images), labels.to(run.device)
     with precision.autocast(run.opt.amp, run.device):
         embeds = run.model(images)
-    if not bool(torch.isfinite(embeds).all()):
-        raise RuntimeError("non-finite embeddings")
     embeds = embeds.to(torch.promote_types(embeds.dtype, torch.float32))
     loss = run.criterion(embeds, labels)
     run.optimizer.zero_grad(set_to_none=True)

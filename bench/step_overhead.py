@@ -20,7 +20,7 @@ Four sides are timed per row, on the same batches, each with its own copy of the
   ``build_scheduler``, ``precision.grad_scaler``: the parts ``build_run`` makes, without loading a dataset) whose
   ``train_loader`` is a list of ``--steps`` + 1 prepared batches (no data loading). A hook records the clock at
   every ``after_step`` event; one step = the time between two consecutive events: fetching the next batch, the
-  forward pass, the finiteness check of the embeddings, the loss with its miner (inside the loop's per-step
+  forward pass, the loss with its miner (inside the loop's per-step
   ``shared_rng``), the backward pass, the loss value (``.item()``), the gradient check, the optimiser step over the
   suite's param groups, the per-step bookkeeping (progress-bar postfix, position record, hooks). The epoch's start
   and end lie outside every interval; ``Trainer.start`` is not run (no run folder, no ``prepare`` / warm start of

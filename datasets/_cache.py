@@ -278,11 +278,15 @@ class DeviceNormalize:
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], bgr: bool = False):
         self.mean, self.std, self.bgr = tuple(mean), tuple(std), bool(bgr)
+        self._constants: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (device, dtype) -> (mean, std)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(torch.get_default_dtype()).div_(255)
-        mean = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        key = (x.device, x.dtype)
+        if key not in self._constants:  # built once: a host-to-CUDA copy of pageable memory synchronises the stream
+            self._constants[key] = tuple(torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+                                         for v in (self.mean, self.std))  # fmt: skip
+        mean, std = self._constants[key]
         x = x.sub_(mean).div_(std)
         return x.flip(1) if self.bgr else x
 

@@ -54,6 +54,12 @@ def _neighbours_needed(requirements: list, n_candidates: int, max_relevant: int)
     return max((r.neighbours_needed(n_candidates, max_relevant) for r in requirements), default=0)
 
 
+def _ks(by_geometry: dict[str, list], n_candidates: int, max_relevant: int) -> dict[str, int]:
+    """geometry -> the neighbours its metrics need, for the geometries that need some."""
+    ks = {g: _neighbours_needed(reqs, n_candidates, max_relevant) for g, reqs in by_geometry.items()}
+    return {g: k for g, k in ks.items() if k > 0}
+
+
 def _item_set(items, n: int, what: str) -> np.ndarray | None:
     """``queries`` / ``gallery`` as sorted, distinct item indices (None: every item); UserError on a bad value."""
     if items is None:
@@ -142,8 +148,7 @@ def compute_metrics(
     on_samples = {g: [r for r in needs[g] if r.view == "samples"] for g in GEOMETRIES}
     if n_candidates == 0 and any(m.requires.k > 0 or m.requires.r_offset is not None for m in objs):
         raise UserError("compute_metrics: the gallery holds nothing but the query itself to retrieve")
-    ks = {g: _neighbours_needed(on_embeddings[g], n_candidates, max_relevant) for g in GEOMETRIES}
-    ks = {g: k for g, k in ks.items() if k > 0}
+    ks = _ks({g: on_embeddings[g] for g in GEOMETRIES}, n_candidates, max_relevant)
     if ks:
         start = time.perf_counter()
         found = knn_search(x, ks, device=device, backend=backend, **split)
@@ -160,8 +165,7 @@ def compute_metrics(
         points, curvature = ctx.views[POINCARE]
         ctx.neighbours[POINCARE] = knn_poincare(points, k, curvature, **split)
         timings[f"knn_{POINCARE}"] = time.perf_counter() - start
-    ks = {g: _neighbours_needed(on_samples[g], n_candidates, max_relevant) for g in GEOMETRIES}
-    ks = {g: k for g, k in ks.items() if k > 0}
+    ks = _ks(on_samples, n_candidates, max_relevant)
     if "samples" in ctx.views and ks:
         start = time.perf_counter()
         for s in ctx.views["samples"]:

@@ -144,6 +144,11 @@ class Context:
         return in_gallery[item_class[self.queries]] - self.query_in_gallery
 
     @cached_property
+    def norms(self) -> np.ndarray:
+        """[N] float64 embedding norms of every item (the certainty the uncertainty metrics read)."""
+        return np.linalg.norm(np.asarray(self.embeddings, dtype=np.float64), axis=1)
+
+    @cached_property
     def not_lone(self) -> np.ndarray:
         """[Q] bool: queries with at least one relevant gallery item."""
         return self.n_relevant > 0

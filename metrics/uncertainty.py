@@ -44,8 +44,9 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 def norms_of(ctx_or_emb) -> np.ndarray:
     """[N] embedding norms of every item (of a ``Context`` or an [N, D] array)."""
-    emb = ctx_or_emb.embeddings if isinstance(ctx_or_emb, Context) else ctx_or_emb
-    return np.linalg.norm(np.asarray(emb, dtype=np.float64), axis=1)
+    if isinstance(ctx_or_emb, Context):
+        return ctx_or_emb.norms  # computed once per evaluated set
+    return np.linalg.norm(np.asarray(ctx_or_emb, dtype=np.float64), axis=1)
 
 
 def query_certainty(ctx: Context) -> np.ndarray:

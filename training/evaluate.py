@@ -98,7 +98,7 @@ def evaluate_splits(opt, model, criterion, out: Path, device: torch.device, run_
         name = prefix + split
         results[name] = evaluation.compute_metrics(emb, labels, opt.evaluation_metrics, device=metric_device,
                                                    views=views, queries=dataset.query, gallery=dataset.gallery)  # fmt: skip
-        write_embeddings(out / f"embeddings_{name}.npz", emb, labels, criterion)
+        write_embeddings(out / f"embeddings_{name}.npz", emb, labels, criterion, dataset)
         if split != "training":
             retrieval_figure(out, name, dataset, emb, labels, criterion, opt.storage_metrics[0])
     return results

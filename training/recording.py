@@ -90,12 +90,15 @@ def run_facts(run) -> dict:
     return {"n_classes": int(run.n_classes), "input_shape": [int(v) for v in run.input_shape]}
 
 
-def write_embeddings(path, embeddings, labels, criterion, **extra) -> None:
+def write_embeddings(path, embeddings, labels, criterion, dataset=None, **extra) -> None:
     """``.npz`` of one set of images: ``embeddings``, ``labels`` (if any), ``norms``, the loss's ``export()`` (class
-    weights, temperature, ...) and its per-image ``export_embeddings`` (e.g. the concentration ``kappa``)."""
+    weights, temperature, ...), its per-image ``export_embeddings`` (e.g. the concentration ``kappa``) and, when
+    ``dataset`` is a query -> gallery split (In-Shop), its boolean masks ``queries`` and ``gallery``."""
     arrays = {"embeddings": embeddings.numpy(), "norms": embeddings.norm(dim=1).numpy(), **criterion.export()}
     if labels is not None:
         arrays["labels"] = labels.numpy()
+    if dataset is not None and dataset.query is not None:
+        arrays |= {"queries": dataset.query, "gallery": dataset.gallery}
     np.savez(path, **arrays, **criterion.export_embeddings(embeddings), **extra)
 
 
@@ -109,9 +112,8 @@ class EmbeddingExport(Hook):
         if first not in evaluation.improved and (trainer.run_dir / "embeddings_testing.npz").exists():
             return
         for split, (emb, labels) in evaluation.embeddings.items():
-            dataset = trainer.run.eval_splits[split]
-            masks = {} if dataset.query is None else {"queries": dataset.query, "gallery": dataset.gallery}
-            write_embeddings(trainer.run_dir / f"embeddings_{split}.npz", emb, labels, trainer.run.criterion, **masks)
+            write_embeddings(trainer.run_dir / f"embeddings_{split}.npz", emb, labels, trainer.run.criterion,
+                             trainer.run.eval_splits[split])  # fmt: skip
 
 
 class Summary(Hook):

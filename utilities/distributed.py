@@ -63,9 +63,6 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0)
 
 
-all_gather_cat = gather_with_grad  # the older name (storage samplers' protocol)
-
-
 _MASK64 = (1 << 64) - 1
 
 
@@ -165,9 +162,9 @@ def all_reduce_gradients(params, loss: torch.Tensor, summed=()) -> float:
     by_kind: dict[tuple, list[torch.Tensor]] = {}
     for p in present:
         by_kind.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
-    for p in present:
-        if id(p) not in summed_ids:  # a mean: each rank's part / n, then the sum below
-            p.grad.div_(n)
+    averaged = [p.grad for p in present if id(p) not in summed_ids]  # a mean: each rank's part / n, then the sum
+    if averaged:
+        torch._foreach_div_(averaged, n)
     for grads in by_kind.values():  # one collective per (device, dtype)
         flat = torch.cat([g.reshape(-1) for g in grads])
         dist.all_reduce(flat)

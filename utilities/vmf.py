@@ -46,7 +46,15 @@ import torch
 
 from utilities.errors import UserError
 
-__all__ = ["log_iv", "log_vmf_norm", "log_vmf_norm_sq", "log_vmf_mgf", "vmf_mean_resultant", "sample_vmf", "log_ppk_vmf"]
+__all__ = [
+    "log_iv",
+    "log_vmf_norm",
+    "log_vmf_norm_sq",
+    "log_vmf_mgf",
+    "vmf_mean_resultant",
+    "sample_vmf",
+    "log_ppk_vmf",
+]
 
 _DEBYE_MIN_ORDER = 12.0  # Debye expansion for v >= this
 _SERIES_MAX_X = 24.0  # power series for x <= this (v below the Debye threshold), Hankel beyond
@@ -623,8 +631,9 @@ def log_vmf_norm(kappa: torch.Tensor, dim: int) -> torch.Tensor:
 
 def log_vmf_norm_sq(kappa_sq: torch.Tensor, dim: int) -> torch.Tensor:
     """log C_d(k) from the SQUARED concentration kappa_sq = k^2 >= 0: the same exact values as
-    ``log_vmf_norm(sqrt(kappa_sq), dim)`` without the square root, for callers that hold squared norms (e.g. the
-    posterior norms ||w_c + beta z||^2 of vMF softmax). Gradient d/d(k^2) log C_d = -A_d(k) / (2k), finite at
+    ``log_vmf_norm(sqrt(kappa_sq), dim)`` without the square root, for callers that hold squared norms (vMF
+    softmax itself uses ``log_vmf_mgf``, which needs far fewer exact evaluations; this is its reference in the
+    tests). Gradient d/d(k^2) log C_d = -A_d(k) / (2k), finite at
     k = 0 (-1/(2d)); differentiable once.
     """
     kappa_sq = _as_float_tensor(kappa_sq)
@@ -746,7 +755,9 @@ class _LogVmfMgf(torch.autograd.Function):
             f0, half_g0 = f[:n_c], g[:n_c] * 0.5
             # F = f(q) - f(q + delta) and H = (G(q + delta) - G(q)) / 2, differences taken here in float64 (so dF/dq,
             # the row sum of grad * H, does not cancel), each with the precision of its exact evaluation as scale
-            vals = torch.cat([f0[:, None] - f[n_c:].reshape(n_c, -1), g[n_c:].reshape(n_c, -1) * 0.5 - half_g0[:, None]])
+            vals = torch.cat(
+                [f0[:, None] - f[n_c:].reshape(n_c, -1), g[n_c:].reshape(n_c, -1) * 0.5 - half_g0[:, None]]
+            )
             poly = _class_polynomials(vals, torch.cat([f0.abs().clamp_min(1.0), half_g0]).mul_(rel))
             if poly is not None:
                 break
