@@ -41,6 +41,10 @@ class NPairMiner(Miner):
         if len(y) != len(embeddings):
             raise ValueError(f"{len(embeddings)} embeddings but {len(y)} labels")
         pos, neg = label_masks(y)
-        anchors = torch.nonzero(pos.any(dim=1)).squeeze(1)
-        positives = pick(pos[anchors], self.generator)
-        return NPairTuples(anchors, positives, neg[anchors]).to(embeddings.device)
+        has_positive = pos.any(dim=1)
+        if bool(has_positive.all()):  # the class-balanced batch: no row gathers
+            anchors = torch.arange(len(y))
+        else:
+            anchors = torch.nonzero(has_positive).squeeze(1)
+            pos, neg = pos[anchors], neg[anchors]
+        return NPairTuples(anchors, pick(pos, self.generator), neg).to(embeddings.device)

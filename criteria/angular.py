@@ -11,7 +11,7 @@ from criteria import register
 from criteria._base import Criterion
 from criteria._common import logsumexp_add_one
 from criteria._roth_utils import l2_norm_penalty, unpack_npair
-from criteria.npair import npair_terms
+from criteria.npair import npair_loss
 from utilities.flag_types import Number, non_negative_float
 
 
@@ -69,6 +69,6 @@ class Angular(Criterion):
         anchors, positives, neg_mask = unpack_npair(tuples, len(embeddings), embeddings.device)
         loss = self.l2_weight * l2_norm_penalty(embeddings)
         if len(anchors):
-            loss = loss + npair_terms(embeddings, anchors, positives, neg_mask).mean()
+            loss = loss + npair_loss(embeddings, anchors, positives, neg_mask)
             loss = loss + self.ang_weight * angular_terms(embeddings, anchors, positives, neg_mask, self.tan2).mean()
         return loss

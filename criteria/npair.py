@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from criteria import register
 from criteria._base import Criterion
-from criteria._common import logsumexp_add_one
 from criteria._roth_utils import l2_norm_penalty, unpack_npair
 from utilities.flag_types import non_negative_float
 
@@ -16,13 +16,26 @@ def add_args(parser) -> None:
                         help="weight of the embedding-norm penalty mean_i ||x_i|| (0.02 in the paper, x0.25 in its code)")  # fmt: skip
 
 
-def npair_terms(
+def npair_loss(
     embeddings: torch.Tensor, anchors: torch.Tensor, positives: torch.Tensor, neg_mask: torch.Tensor
 ) -> torch.Tensor:
-    """Per anchor ``log(1 + sum_{n in N_a} exp(x_a^T x_n - x_a^T x_p))`` on the raw embeddings, ``[N]``."""
-    xa = embeddings[anchors]
-    logits = xa @ embeddings.T - (xa * embeddings[positives]).sum(dim=1, keepdim=True)  # [N, B]
-    return logsumexp_add_one(logits, neg_mask, dim=1)
+    """``mean_a log(1 + sum_{n in N_a} exp(x_a^T x_n - x_a^T x_p))`` on the raw embeddings (N >= 1 anchors).
+
+    Computed as ``logsumexp_{j in N_a + {p}} x_a^T x_j - x_a^T x_p`` (the same number): a cross-entropy over the
+    row of similarities with the positive as the target, one fused kernel instead of a shift, a concatenated zero
+    and a log-sum-exp (a third of the step's loss time on a 112-batch), with the mean inside it (a separate
+    mean over per-anchor terms costs as much again in its backward pass).
+    """
+    xa = embeddings if len(anchors) == len(embeddings) and bool((anchors == _arange(anchors)).all()) \
+        else embeddings[anchors]  # fmt: skip
+    keep = neg_mask.clone()
+    keep[_arange(anchors), positives] = True
+    logits = (xa @ embeddings.T).masked_fill(~keep, float("-inf"))  # [N, B]
+    return F.cross_entropy(logits, positives)
+
+
+def _arange(index: torch.Tensor) -> torch.Tensor:
+    return torch.arange(len(index), device=index.device)
 
 
 @register(
@@ -55,5 +68,5 @@ class NPair(Criterion):
         anchors, positives, neg_mask = unpack_npair(tuples, len(embeddings), embeddings.device)
         loss = self.l2_weight * l2_norm_penalty(embeddings)
         if len(anchors):
-            loss = loss + npair_terms(embeddings, anchors, positives, neg_mask).mean()
+            loss = loss + npair_loss(embeddings, anchors, positives, neg_mask)
         return loss

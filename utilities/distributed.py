@@ -92,13 +92,18 @@ def shared_rng(seed: int, device: torch.device):
     own generators differ (seeded by ``--seed`` + rank): with a seed from ``step_seed`` they are, and are also
     those of a single process on the same batch.
     """
-    cuda = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()
-                                          ].manual_seed(seed)  # fmt: skip
+    generators = [torch.default_generator]  # get_state / set_state directly: torch.random.fork_rng's checks and
+    if device.type == "cuda":  # warnings cost as much again, every training step
+        generators.append(torch.cuda.default_generators[device.index if device.index is not None
+                                                        else torch.cuda.current_device()])  # fmt: skip
+    states = [g.get_state() for g in generators]
+    for g in generators:
+        g.manual_seed(seed)
+    try:
         yield
+    finally:
+        for g, state in zip(generators, states):
+            g.set_state(state)
 
 
 def gather_cat_cpu(*tensors: torch.Tensor) -> list[torch.Tensor]:
