@@ -107,6 +107,27 @@ def test_non_finite_loss_stops_cleanly_and_keeps_files(run_main, fast_args, caps
     assert len(list(csv.DictReader(open(run / "metrics_testing.csv")))) == 1
 
 
+def test_finite_loss_with_non_finite_gradients_stops_cleanly(run_main, fast_args, capsys, monkeypatch):
+    """A finite loss whose backward pass gives NaN (d sqrt|x| at x = 0: inf * 0) in epoch 2: one line naming the
+    gradients, non-zero exit, epoch 1's results kept."""
+    from training import Trainer
+
+    original = Trainer.train_epoch
+
+    def flaky(self, epoch):
+        if epoch == 2:
+            self.run.criterion.forward = lambda e, y: (e * 0).abs().sqrt().sum()
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", flaky)
+    assert run_main(*fast_args) == 2
+    err = capsys.readouterr().err
+    assert "non-finite gradients at epoch 2, batch 0" in err and len(err.strip().splitlines()) == 1
+    run = run_main.run_dir()
+    assert (run / "checkpoint_last.pth").is_file()
+    assert len(list(csv.DictReader(open(run / "metrics_testing.csv")))) == 1
+
+
 def test_without_log_online_wandb_is_not_touched(tmp_path, repo_root, fast_args):
     code = (
         "import sys, main; rc = main.main(sys.argv[1:]); "

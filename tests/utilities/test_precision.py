@@ -17,6 +17,8 @@ Every registered criterion (``criteria.names()``), on a fixed batch, against its
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -89,3 +91,18 @@ def test_autocast_is_off_on_the_cpu_unless_asked():
             assert torch.mm(torch.randn(2, 2), torch.randn(2, 2)).dtype == torch.float32
     with precision.autocast("none", "cpu", cpu=True):
         assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_all_finite_finds_one_bad_value_in_mixed_dtypes_and_changes_nothing(bad):
+    """The fused check against a naive per-element loop; the tensors keep their values bit for bit."""
+    tensors = [torch.randn(3, 4), torch.randn(5, dtype=torch.float64), torch.randn(2, 2).bfloat16(), torch.tensor(-0.0)]
+    before = [t.clone() for t in tensors]
+    assert precision.all_finite(tensors) is True
+    assert precision.all_finite([]) is True
+    tensors[1][3] = bad
+    naive = all(math.isfinite(float(v)) for t in tensors for v in t.reshape(-1).tolist())
+    assert precision.all_finite(tensors) is naive is False
+    tensors[1][3] = before[1][3]
+    for t, b in zip(tensors, before):
+        assert torch.equal(t, b) and torch.equal(t.signbit(), b.signbit())
