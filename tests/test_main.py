@@ -87,42 +87,33 @@ def test_unknown_name_lists_valid_ones(run_main, capsys):
     assert all(name in err for name in criteria.names())
 
 
-def test_non_finite_loss_stops_cleanly_and_keeps_files(run_main, fast_args, capsys, monkeypatch):
-    """A NaN loss in epoch 2 ends the run with one line; epoch 1's results stay on disk."""
+@pytest.mark.parametrize(
+    "forward, message",
+    [
+        (lambda e, y: e.sum() * float("nan"), "non-finite loss"),
+        # a finite loss whose backward pass gives NaN: d sqrt|x| at x = 0 is inf * 0
+        (lambda e, y: (e * 0).abs().sqrt().sum(), "non-finite gradients at epoch 2, batch 0"),
+    ],
+    ids=["nan_loss", "nan_gradients"],
+)
+def test_non_finite_loss_or_gradients_stop_cleanly_and_keep_files(
+    run_main, fast_args, capsys, monkeypatch, forward, message
+):
+    """A NaN loss, or a finite loss with NaN gradients, in epoch 2 ends the run with one line naming it and a
+    non-zero exit; epoch 1's results stay on disk."""
     from training import Trainer
 
     original = Trainer.train_epoch
 
     def flaky(self, epoch):
         if epoch == 2:
-            self.run.criterion.forward = lambda e, y: e.sum() * float("nan")
+            self.run.criterion.forward = forward
         return original(self, epoch)
 
     monkeypatch.setattr(Trainer, "train_epoch", flaky)
     assert run_main(*fast_args) == 2
     err = capsys.readouterr().err
-    assert "non-finite loss" in err and len(err.strip().splitlines()) == 1
-    run = run_main.run_dir()
-    assert (run / "checkpoint_last.pth").is_file()
-    assert len(list(csv.DictReader(open(run / "metrics_testing.csv")))) == 1
-
-
-def test_finite_loss_with_non_finite_gradients_stops_cleanly(run_main, fast_args, capsys, monkeypatch):
-    """A finite loss whose backward pass gives NaN (d sqrt|x| at x = 0: inf * 0) in epoch 2: one line naming the
-    gradients, non-zero exit, epoch 1's results kept."""
-    from training import Trainer
-
-    original = Trainer.train_epoch
-
-    def flaky(self, epoch):
-        if epoch == 2:
-            self.run.criterion.forward = lambda e, y: (e * 0).abs().sqrt().sum()
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", flaky)
-    assert run_main(*fast_args) == 2
-    err = capsys.readouterr().err
-    assert "non-finite gradients at epoch 2, batch 0" in err and len(err.strip().splitlines()) == 1
+    assert message in err and len(err.strip().splitlines()) == 1
     run = run_main.run_dir()
     assert (run / "checkpoint_last.pth").is_file()
     assert len(list(csv.DictReader(open(run / "metrics_testing.csv")))) == 1
